@@ -1,0 +1,1 @@
+//! Wire format of Akool responses (stub).

@@ -1,0 +1,254 @@
+//! Command-line interface: clap's derived structs, and the dispatch from a parsed command to
+//! the module that carries it out. Validation of option values into checked configurations
+//! happens here, before any side effect.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::{Exit, Fatal};
+use crate::secret::Secret;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "headswap-batch",
+    version,
+    about = "Render a CSV manifest of videos and faces through Akool's head-swap API, durably and exactly once."
+)]
+pub struct Cli {
+    /// State directory (the sled database).
+    #[arg(
+        long,
+        global = true,
+        env = "HEADSWAP_DB",
+        default_value = "headswap.db"
+    )]
+    pub db: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "HEADSWAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail (-vv for every request).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ingest a manifest and process every job until it is in a final state.
+    Run(RunArgs),
+    /// Validate a manifest without touching the database or the network.
+    Check(CheckArgs),
+    /// Counts per state, what is in flight, failures with reasons (works during a run).
+    Status(StatusArgs),
+    /// One CSV row per job.
+    Export(ExportArgs),
+    /// Put failed/expired/held jobs back to be processed by the next run.
+    Retry(RetryArgs),
+    /// Run the local Akool simulator.
+    Simulate(SimulateArgs),
+    /// Run jobs.example.csv end to end against an in-process simulator.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MultiSubject {
+    /// The job goes to `needs_mapping`; the export lists the subjects.
+    Skip,
+    /// The lowest obj_id.
+    First,
+    /// The same face on every subject (up to 5).
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnAmbiguous {
+    /// Create again and flag the job `possible_duplicate`.
+    Resubmit,
+    /// Park the job in `held` for a person.
+    Hold,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The CSV manifest.
+    pub manifest: PathBuf,
+    /// Output folder; each finished job is DIR/<id>.mp4.
+    #[arg(long, default_value = "output")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub jobs: JobDefaults,
+    /// Refuse the whole manifest if any row is invalid.
+    #[arg(long, help_heading = "Manifest")]
+    pub strict: bool,
+    /// Restart jobs whose row changed after they were submitted (renders them again).
+    #[arg(long, help_heading = "Manifest")]
+    pub replace_changed: bool,
+    /// Stop taking new work when it would not finish within this time (e.g. 7h30m), then exit 4.
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Run")]
+    pub max_runtime: Option<Duration>,
+    /// What to do with a job whose create may have been sent but whose answer was lost.
+    #[arg(long, value_enum, default_value_t = OnAmbiguous::Resubmit, help_heading = "Run")]
+    pub on_ambiguous: OnAmbiguous,
+    /// No progress display, only log lines.
+    #[arg(long, help_heading = "Run")]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// API root.
+    #[arg(
+        long,
+        env = "AKOOL_BASE_URL",
+        default_value = "https://openapi.akool.com",
+        help_heading = "API"
+    )]
+    pub base_url: String,
+    /// API key (sent as x-api-key).
+    #[arg(
+        long,
+        env = "AKOOL_API_KEY",
+        hide_env_values = true,
+        help_heading = "API"
+    )]
+    pub api_key: Option<Secret>,
+    /// Client id for the bearer-token flow (with --client-secret).
+    #[arg(long, env = "AKOOL_CLIENT_ID", help_heading = "API")]
+    pub client_id: Option<String>,
+    /// Client secret for the bearer-token flow.
+    #[arg(
+        long,
+        env = "AKOOL_CLIENT_SECRET",
+        hide_env_values = true,
+        help_heading = "API"
+    )]
+    pub client_secret: Option<Secret>,
+    /// Timeout of one API request.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", help_heading = "API")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Jobs at the service at once (analyses + renders).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
+    pub concurrency: u32,
+    /// API requests per second, all endpoints together.
+    #[arg(long, default_value_t = 2.0, help_heading = "Limits")]
+    pub rate: f64,
+    /// Requests that may go out at once above the steady rate.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
+    pub burst: u32,
+    /// Parallel downloads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = "Limits")]
+    pub downloads: u32,
+    /// Attempts per stage before a job fails on transient errors.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
+    pub max_attempts: u32,
+    /// Largest output file accepted.
+    #[arg(long, default_value_t = 4 << 30, help_heading = "Limits")]
+    pub max_download_bytes: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobDefaults {
+    /// Resolution for rows that leave it blank.
+    #[arg(long, default_value = "720p", value_parser = ["480p", "720p"], help_heading = "Jobs")]
+    pub resolution: String,
+    /// Model for rows that leave it blank.
+    #[arg(long, default_value = "akool-premium", help_heading = "Jobs")]
+    pub model: String,
+    /// What to do when a blank obj_id meets a video with several subjects.
+    #[arg(long, value_enum, default_value_t = MultiSubject::Skip, help_heading = "Jobs")]
+    pub multi_subject: MultiSubject,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    pub manifest: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Every failed job.
+    #[arg(long)]
+    pub failed: bool,
+    /// Every expired job.
+    #[arg(long)]
+    pub expired: bool,
+    /// These jobs (comma-separated ids), whatever their final state.
+    #[arg(long, value_delimiter = ',')]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub knobs: crate::simulator::SimKnobs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output folder.
+    #[arg(long, default_value = "demo-output")]
+    pub out: PathBuf,
+    /// The manifest to run (the embedded example by default).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+}
+
+/// Carry out a parsed command. Fatal errors are printed here; the caller only exits.
+pub fn execute(cli: Cli) -> Exit {
+    let outcome = match cli.command {
+        Command::Check(args) => crate::check::run(&args),
+        Command::Status(args) => crate::view::status(&cli.db, args.json),
+        Command::Export(args) => crate::view::export(&cli.db, args.out.as_deref()),
+        Command::Simulate(args) => crate::simulator::run_cli(args.listen, args.knobs),
+        Command::Retry(_) | Command::Run(_) | Command::Demo(_) => {
+            Err(Fatal::new("not implemented yet"))
+        }
+    };
+    match outcome {
+        Ok(exit) => exit,
+        Err(fatal) => {
+            eprintln!("{fatal}");
+            Exit::Fatal
+        }
+    }
+}

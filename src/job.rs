@@ -1,0 +1,517 @@
+//! A job and its state machine: pure code, no I/O.
+//!
+//! A job is one manifest `id`: one source video and 1–5 faces. Its life is
+//! `pending → analyzing → ready → submitting → rendering → downloading → done`, with the final
+//! states `failed`, `invalid`, `needs_mapping`, `expired` and `held` beside `done`.
+//! [`Job::apply`] is the only way a job changes state; it refuses illegal moves, so a
+//! scheduler bug shows up as an error instead of a silently corrupted record.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::akool::{Mapping, Subject};
+
+/// The states of product.md, in pipeline order, then the other final states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Analyzing,
+    Ready,
+    Submitting,
+    Rendering,
+    Downloading,
+    Done,
+    Failed,
+    Invalid,
+    NeedsMapping,
+    Expired,
+    Held,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 12] = [
+        JobState::Pending,
+        JobState::Analyzing,
+        JobState::Ready,
+        JobState::Submitting,
+        JobState::Rendering,
+        JobState::Downloading,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Invalid,
+        JobState::NeedsMapping,
+        JobState::Expired,
+        JobState::Held,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Analyzing => "analyzing",
+            JobState::Ready => "ready",
+            JobState::Submitting => "submitting",
+            JobState::Rendering => "rendering",
+            JobState::Downloading => "downloading",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Invalid => "invalid",
+            JobState::NeedsMapping => "needs_mapping",
+            JobState::Expired => "expired",
+            JobState::Held => "held",
+        }
+    }
+
+    /// A final state needs a person (or `retry`, or an edited manifest) before anything
+    /// happens to the job again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Done
+                | JobState::Failed
+                | JobState::Invalid
+                | JobState::NeedsMapping
+                | JobState::Expired
+                | JobState::Held
+        )
+    }
+
+    /// True once a create may have reached the service: from here on, re-creating the job
+    /// could pay for it twice.
+    pub fn may_have_submitted(self) -> bool {
+        matches!(
+            self,
+            JobState::Submitting | JobState::Rendering | JobState::Downloading | JobState::Done
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<JobState, String> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
+/// One face of a job as the manifest gave it: `obj_id` blank means "choose automatically".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Face {
+    pub obj_id: Option<u32>,
+    pub face_url: String,
+}
+
+/// What the manifest asks for, with defaults already applied. Its fingerprint decides whether
+/// a re-ingested row "changed".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub video_url: String,
+    pub faces: Vec<Face>,
+    pub resolution: String,
+    pub model_name: String,
+    pub keep_original_sound: bool,
+    pub template_id: Option<String>,
+    /// The manifest's extra columns, in header order, echoed into the export.
+    pub extra: Vec<(String, String)>,
+}
+
+/// The last error a job met: Akool's business code when there was one, and a one-line message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: Option<i64>,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: Option<i64>, message: impl Into<String>) -> JobError {
+        JobError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A finished download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Milliseconds since the Unix epoch of the job's milestones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timestamps {
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub submitted_ms: Option<u64>,
+    pub rendered_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+}
+
+/// A job: everything needed to resume it after a crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    /// First manifest line (1-based, header is line 1) of the job's rows.
+    pub line: u64,
+    pub spec: JobSpec,
+    /// Hash of the spec's request-relevant fields; see [`JobSpec::fingerprint`].
+    pub fingerprint: String,
+    pub state: JobState,
+    /// The mappings the create request uses, fixed once subjects are chosen.
+    pub mappings: Vec<Mapping>,
+    /// Subjects the analysis detected (listed for `needs_mapping`).
+    pub subjects: Vec<Subject>,
+    pub analysis_id: Option<String>,
+    pub task_id: Option<String>,
+    /// The latest output URL from task detail; `None` in `downloading` means "ask for one".
+    pub output_url: Option<String>,
+    pub output: Option<Output>,
+    /// Attempts at the current stage (transient failures); reset when a stage completes.
+    pub attempts: u32,
+    pub last_error: Option<JobError>,
+    /// A create for this job may have been sent twice (the ambiguous window).
+    pub possible_duplicate: bool,
+    /// The render ended in status 4 (as opposed to the service being unreachable about it).
+    pub render_failed: bool,
+    pub times: Timestamps,
+}
+
+/// Everything that can happen to a job. The scheduler turns outcomes into these.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `pending → analyzing`: the job waits for its video's analysis (shared per video).
+    AnalysisStarted { analysis_id: Option<String> },
+    /// `analyzing → ready`: subjects are chosen; these are the create's mappings.
+    Mapped {
+        mappings: Vec<Mapping>,
+        subjects: Vec<Subject>,
+    },
+    /// `analyzing → needs_mapping`: several subjects and no rule to choose.
+    NeedsMapping { subjects: Vec<Subject> },
+    /// `ready → submitting`: the intent to create, made durable before the request is sent.
+    SubmitIntent,
+    /// `submitting → rendering`: the create answered with this task id.
+    Created { task_id: String },
+    /// `submitting → ready` (resubmit, flagged) or `→ held`: the create's fate is unknown.
+    Ambiguous { hold: bool },
+    /// `rendering → downloading` (or a fresh URL while downloading).
+    Rendered { output_url: Option<String> },
+    /// `downloading → done`.
+    Downloaded { output: Output },
+    /// `downloading → expired`: no fresh output URL could be had.
+    Expired { error: JobError },
+    /// A transient failure that will be retried: counts an attempt, state unchanged.
+    AttemptFailed { error: JobError },
+    /// The remote record is gone (1014): go back to the start of that stage.
+    RemoteLost { error: JobError },
+    /// `rendering → failed`: the render ended in status 4 (a retry renders again).
+    RenderFailed { error: JobError },
+    /// Any active state `→ failed`.
+    Failed { error: JobError },
+    /// `failed`/`expired`/`held` back to work, cheapest stage first (the `retry` command).
+    Retry,
+    /// Back to `pending` with a new spec: an unsubmitted job whose row changed, or
+    /// `--replace-changed`.
+    Replace { spec: JobSpec, fingerprint: String },
+}
+
+impl Event {
+    fn name(&self) -> &'static str {
+        match self {
+            Event::AnalysisStarted { .. } => "analysis_started",
+            Event::Mapped { .. } => "mapped",
+            Event::NeedsMapping { .. } => "needs_mapping",
+            Event::SubmitIntent => "submit_intent",
+            Event::Created { .. } => "created",
+            Event::Ambiguous { .. } => "ambiguous",
+            Event::Rendered { .. } => "rendered",
+            Event::Downloaded { .. } => "downloaded",
+            Event::Expired { .. } => "expired",
+            Event::AttemptFailed { .. } => "attempt_failed",
+            Event::RemoteLost { .. } => "remote_lost",
+            Event::RenderFailed { .. } => "render_failed",
+            Event::Failed { .. } => "failed",
+            Event::Retry => "retry",
+            Event::Replace { .. } => "replace",
+        }
+    }
+}
+
+/// An event that is not legal in the job's current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job {id}: event {event} is not allowed in state {state}")]
+pub struct IllegalTransition {
+    pub id: String,
+    pub state: JobState,
+    pub event: &'static str,
+}
+
+impl JobSpec {
+    /// A stable hash of what would be sent to the API (not the extra columns): two rows with
+    /// the same fingerprint would render the same video.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::json!({
+            "video_url": self.video_url,
+            "faces": self.faces,
+            "resolution": self.resolution,
+            "model_name": self.model_name,
+            "keep_original_sound": self.keep_original_sound,
+            "template_id": self.template_id,
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        hex(&digest[..16])
+    }
+}
+
+/// Lower-case hex of some bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
+}
+
+impl Job {
+    /// A new job in `pending`.
+    pub fn new(id: String, line: u64, spec: JobSpec, now_ms: u64) -> Job {
+        let fingerprint = spec.fingerprint();
+        Job {
+            id,
+            line,
+            spec,
+            fingerprint,
+            state: JobState::Pending,
+            mappings: Vec::new(),
+            subjects: Vec::new(),
+            analysis_id: None,
+            task_id: None,
+            output_url: None,
+            output: None,
+            attempts: 0,
+            last_error: None,
+            possible_duplicate: false,
+            render_failed: false,
+            times: Timestamps {
+                created_ms: now_ms,
+                updated_ms: now_ms,
+                ..Timestamps::default()
+            },
+        }
+    }
+
+    /// A job for a manifest row that cannot run, born in `invalid` with its reason.
+    pub fn invalid(id: String, line: u64, spec: JobSpec, reason: String, now_ms: u64) -> Job {
+        let mut job = Job::new(id, line, spec, now_ms);
+        job.state = JobState::Invalid;
+        job.last_error = Some(JobError::new(None, reason));
+        job
+    }
+
+    /// Apply one event. On error the job is unchanged.
+    pub fn apply(&mut self, event: Event, now_ms: u64) -> Result<(), IllegalTransition> {
+        use JobState as S;
+        let illegal = |job: &Job, event: &Event| IllegalTransition {
+            id: job.id.clone(),
+            state: job.state,
+            event: event.name(),
+        };
+        match (self.state, event) {
+            (S::Pending, Event::AnalysisStarted { analysis_id }) => {
+                self.analysis_id = analysis_id;
+                self.state = S::Analyzing;
+            }
+            (S::Analyzing, Event::AnalysisStarted { analysis_id }) => {
+                // The shared analysis was (re)submitted: remember its id.
+                self.analysis_id = analysis_id;
+            }
+            (S::Analyzing, Event::Mapped { mappings, subjects }) if !mappings.is_empty() => {
+                self.mappings = mappings;
+                self.subjects = subjects;
+                self.stage_done(S::Ready);
+            }
+            (S::Analyzing, Event::NeedsMapping { subjects }) => {
+                self.subjects = subjects;
+                self.stage_done(S::NeedsMapping);
+            }
+            (S::Ready, Event::SubmitIntent) => {
+                self.state = S::Submitting;
+            }
+            (S::Submitting, Event::Created { task_id }) => {
+                self.task_id = Some(task_id);
+                self.times.submitted_ms = Some(now_ms);
+                self.stage_done(S::Rendering);
+            }
+            (S::Submitting, Event::Ambiguous { hold }) => {
+                self.possible_duplicate = true;
+                self.state = if hold { S::Held } else { S::Ready };
+            }
+            (S::Rendering, Event::Rendered { output_url }) => {
+                self.output_url = output_url;
+                self.times.rendered_ms = Some(now_ms);
+                self.stage_done(S::Downloading);
+            }
+            (S::Downloading, Event::Rendered { output_url }) => {
+                self.output_url = output_url;
+            }
+            (S::Downloading, Event::Downloaded { output }) => {
+                self.output = Some(output);
+                self.times.finished_ms = Some(now_ms);
+                self.stage_done(S::Done);
+            }
+            (S::Downloading, Event::Expired { error }) => {
+                self.output_url = None;
+                self.last_error = Some(error);
+                self.times.finished_ms = Some(now_ms);
+                self.state = S::Expired;
+            }
+            (state, Event::AttemptFailed { error }) if !state.is_final() => {
+                self.attempts += 1;
+                self.last_error = Some(error);
+            }
+            (S::Analyzing, Event::RemoteLost { error }) => {
+                self.analysis_id = None;
+                self.last_error = Some(error);
+                self.state = S::Pending;
+            }
+            (S::Rendering | S::Downloading, Event::RemoteLost { error }) => {
+                // The task is gone: its output can no longer be fetched. Rendering again is
+                // the only way forward; the old task id is kept in the error for support.
+                self.task_id = None;
+                self.output_url = None;
+                self.times.submitted_ms = None;
+                self.times.rendered_ms = None;
+                self.last_error = Some(error);
+                self.attempts = 0;
+                self.state = S::Ready;
+            }
+            (S::Rendering, Event::RenderFailed { error }) => {
+                self.render_failed = true;
+                self.last_error = Some(error);
+                self.times.finished_ms = Some(now_ms);
+                self.state = S::Failed;
+            }
+            (state, Event::Failed { error }) if !state.is_final() => {
+                self.last_error = Some(error);
+                self.times.finished_ms = Some(now_ms);
+                self.state = S::Failed;
+            }
+            (S::Expired, Event::Retry) => {
+                // The render exists; only its URL expired. Ask task detail for a fresh one.
+                self.output_url = None;
+                self.reopen(if self.task_id.is_some() {
+                    S::Downloading
+                } else {
+                    S::Pending
+                });
+            }
+            (S::Failed, Event::Retry) => {
+                let state = match &self.task_id {
+                    // The render itself failed: only a new render helps.
+                    Some(_) if self.render_failed => {
+                        self.task_id = None;
+                        self.times.submitted_ms = None;
+                        S::Ready
+                    }
+                    // The task exists and may have finished since: re-attach, never re-create.
+                    Some(_) if self.times.rendered_ms.is_some() => {
+                        self.output_url = None;
+                        S::Downloading
+                    }
+                    Some(_) => S::Rendering,
+                    None if !self.mappings.is_empty() => S::Ready,
+                    None => {
+                        self.analysis_id = None;
+                        S::Pending
+                    }
+                };
+                self.render_failed = false;
+                self.reopen(state);
+            }
+            (S::Held, Event::Retry) => {
+                // A person looked at the held job and asks to submit it again (flag stays).
+                self.reopen(S::Ready);
+            }
+            (_, Event::Replace { spec, fingerprint }) => {
+                let line = self.line;
+                let created_ms = self.times.created_ms;
+                *self = Job::new(self.id.clone(), line, spec, now_ms);
+                self.fingerprint = fingerprint;
+                self.times.created_ms = created_ms;
+            }
+            (_, event) => return Err(illegal(self, &event)),
+        }
+        self.times.updated_ms = now_ms;
+        Ok(())
+    }
+
+    fn stage_done(&mut self, next: JobState) {
+        self.attempts = 0;
+        self.state = next;
+    }
+
+    fn reopen(&mut self, state: JobState) {
+        self.attempts = 0;
+        self.times.finished_ms = None;
+        self.state = state;
+    }
+}
+
+/// Where the analysis of one video stands. One record per distinct `video_url`, shared by
+/// every job on that video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisState {
+    /// Not yet requested.
+    Pending,
+    /// The intent to analyze is durable; the request may or may not have been sent.
+    Submitting,
+    /// The service accepted it; poll `analysis_id`.
+    Running,
+    Completed,
+    Failed,
+}
+
+/// The shared analysis of one source video.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisRecord {
+    /// The exact URL string, byte for byte as in the manifest (it is the key).
+    pub video_url: String,
+    pub state: AnalysisState,
+    pub analysis_id: Option<String>,
+    /// Detected subjects, once completed.
+    pub subjects: Vec<Subject>,
+    pub attempts: u32,
+    pub last_error: Option<JobError>,
+    pub submitted_ms: Option<u64>,
+    pub updated_ms: u64,
+}
+
+impl AnalysisRecord {
+    pub fn new(video_url: String, now_ms: u64) -> AnalysisRecord {
+        AnalysisRecord {
+            video_url,
+            state: AnalysisState::Pending,
+            analysis_id: None,
+            subjects: Vec::new(),
+            attempts: 0,
+            last_error: None,
+            submitted_ms: None,
+            updated_ms: now_ms,
+        }
+    }
+}
