@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exit::{Exit, Fatal};
+use crate::exit::Exit;
 use crate::secret::Secret;
 
 #[derive(Debug, Parser)]
@@ -93,6 +93,8 @@ pub struct RunArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub jobs: JobDefaults,
+    #[command(flatten)]
+    pub polling: PollingArgs,
     /// Refuse the whole manifest if any row is invalid.
     #[arg(long, help_heading = "Manifest")]
     pub strict: bool,
@@ -164,6 +166,30 @@ pub struct LimitArgs {
     /// Largest output file accepted.
     #[arg(long, default_value_t = 4 << 30, help_heading = "Limits")]
     pub max_download_bytes: u64,
+}
+
+/// Tuning of polls and retries. The defaults suit Akool's minutes-long renders; tests and the
+/// demo shorten them.
+#[derive(Debug, Clone, Args)]
+pub struct PollingArgs {
+    /// Shortest interval between two polls of the same analysis or render.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s", help_heading = "Polling")]
+    pub poll_min: Duration,
+    /// Longest interval between two polls of the same analysis or render.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", help_heading = "Polling")]
+    pub poll_max: Duration,
+    /// Expected analysis time until some have been observed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s", help_heading = "Polling")]
+    pub analysis_guess: Duration,
+    /// Expected render time until some have been observed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "90s", help_heading = "Polling")]
+    pub render_guess: Duration,
+    /// First retry delay after a transient failure (doubles each attempt, full jitter).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s", help_heading = "Polling")]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", help_heading = "Polling")]
+    pub backoff_cap: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -240,9 +266,9 @@ pub fn execute(cli: Cli) -> Exit {
         Command::Status(args) => crate::view::status(&cli.db, args.json),
         Command::Export(args) => crate::view::export(&cli.db, args.out.as_deref()),
         Command::Simulate(args) => crate::simulator::run_cli(args.listen, args.knobs),
-        Command::Retry(_) | Command::Run(_) | Command::Demo(_) => {
-            Err(Fatal::new("not implemented yet"))
-        }
+        Command::Run(args) => crate::run::command(&args, cli.db.clone(), cli.quiet),
+        Command::Demo(args) => crate::demo::command(&args),
+        Command::Retry(args) => crate::retry::command(&cli.db, &args),
     };
     match outcome {
         Ok(exit) => exit,

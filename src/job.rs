@@ -205,6 +205,9 @@ pub enum Event {
     Created { task_id: String },
     /// `submitting → ready` (resubmit, flagged) or `→ held`: the create's fate is unknown.
     Ambiguous { hold: bool },
+    /// `submitting → ready`: the create was certainly not processed (refused before it ran:
+    /// throttled, out of credits, authorization, the connection never opened).
+    SubmitAborted,
     /// `rendering → downloading` (or a fresh URL while downloading).
     Rendered { output_url: Option<String> },
     /// `downloading → done`.
@@ -235,6 +238,7 @@ impl Event {
             Event::SubmitIntent => "submit_intent",
             Event::Created { .. } => "created",
             Event::Ambiguous { .. } => "ambiguous",
+            Event::SubmitAborted => "submit_aborted",
             Event::Rendered { .. } => "rendered",
             Event::Downloaded { .. } => "downloaded",
             Event::Expired { .. } => "expired",
@@ -359,6 +363,9 @@ impl Job {
             (S::Submitting, Event::Ambiguous { hold }) => {
                 self.possible_duplicate = true;
                 self.state = if hold { S::Held } else { S::Ready };
+            }
+            (S::Submitting, Event::SubmitAborted) => {
+                self.state = S::Ready;
             }
             (S::Rendering, Event::Rendered { output_url }) => {
                 self.output_url = output_url;

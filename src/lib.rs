@@ -6,11 +6,22 @@
 pub mod akool;
 pub mod check;
 pub mod cli;
+pub mod demo;
 pub mod exit;
 pub mod job;
 pub mod logging;
 pub mod manifest;
+pub mod retry;
+pub mod run;
 pub mod secret;
 pub mod simulator;
 pub mod store;
 pub mod view;
+
+/// Milliseconds since the Unix epoch: the timestamps stored in job records.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

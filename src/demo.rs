@@ -1,0 +1,176 @@
+//! The `demo` command: the example manifest end to end against an in-process simulator, in a
+//! temporary database, writing real files to `demo-output/`. No key, no network.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::akool::{ClientConfig, Credentials};
+use crate::cli::{DemoArgs, MultiSubject, OnAmbiguous};
+use crate::exit::{Exit, Fatal};
+use crate::manifest::Defaults;
+use crate::run::poll::PollPolicy;
+use crate::run::scheduler::Settings;
+use crate::run::{self, RunConfig};
+use crate::secret::Secret;
+use crate::simulator::{SimKnobs, Simulator};
+use crate::store::Store;
+
+/// The example manifest shipped with the project (also `jobs.example.csv` in the repository).
+pub const EXAMPLE_MANIFEST: &str = include_str!("../jobs.example.csv");
+
+const DEMO_KEY: &str = "demo-key";
+
+pub fn command(args: &DemoArgs) -> Result<Exit, Fatal> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Fatal::new("cannot start the async runtime").cause(e))?;
+    let scratch = Scratch::new()?;
+    let manifest = match &args.manifest {
+        Some(path) => path.clone(),
+        None => {
+            let path = scratch.path.join("jobs.example.csv");
+            std::fs::write(&path, EXAMPLE_MANIFEST)
+                .map_err(|e| Fatal::new(format!("cannot write {}", path.display())).cause(e))?;
+            path
+        }
+    };
+    runtime.block_on(async {
+        let knobs = SimKnobs {
+            api_key: vec![DEMO_KEY.to_string()],
+            analysis_time: Duration::from_millis(400),
+            render_time: Duration::from_millis(1500),
+            ..SimKnobs::default()
+        };
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
+        let simulator = Simulator::start(listen, knobs)
+            .await
+            .map_err(|e| Fatal::new("cannot start the simulator").cause(e))?;
+        eprintln!(
+            "demo: simulator at {}, database in {}",
+            simulator.base_url(),
+            scratch.path.display()
+        );
+        let config = simulator_run_config(
+            manifest,
+            scratch.path.join("headswap.db"),
+            &args.out,
+            simulator.base_url(),
+            DEMO_KEY,
+        );
+        let report = run::run_batch(&config, CancellationToken::new()).await;
+        simulator.shutdown().await;
+        let report = report?;
+        print_jobs(&config.db)?;
+        run::print_summary(&report);
+        Ok(run::exit_for(&report, 0))
+    })
+}
+
+/// A run configuration with timings scaled to the simulator's seconds instead of minutes
+/// (the demo's, and a starting point for tests and benchmarks).
+pub fn simulator_run_config(
+    manifest: PathBuf,
+    db: PathBuf,
+    out: &Path,
+    base_url: String,
+    api_key: &str,
+) -> RunConfig {
+    let poll = |guess| PollPolicy {
+        min: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+        initial_guess: guess,
+    };
+    RunConfig {
+        manifest,
+        db: db.clone(),
+        client: ClientConfig {
+            base_url,
+            credentials: Credentials::ApiKey(Secret::new(api_key)),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        },
+        defaults: Defaults {
+            resolution: "720p".into(),
+            model_name: "akool-premium".into(),
+        },
+        strict: false,
+        replace_changed: false,
+        settings: Settings {
+            out_dir: out.to_path_buf(),
+            db_path: db,
+            concurrency: 4,
+            downloads: 4,
+            rate: 20.0,
+            burst: 5,
+            max_attempts: 8,
+            multi_subject: MultiSubject::Skip,
+            on_ambiguous: OnAmbiguous::Resubmit,
+            max_download_bytes: 1 << 30,
+            analysis_poll: poll(Duration::from_millis(400)),
+            render_poll: poll(Duration::from_millis(1500)),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(2),
+            cooldown_cap: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(10),
+            tick: Duration::from_secs(2),
+            max_runtime: None,
+            interactive: false,
+            summary_every: Duration::from_secs(5),
+            grace: Duration::from_secs(5),
+        },
+    }
+}
+
+/// One line per job: what happened and where the file is.
+fn print_jobs(db: &Path) -> Result<(), Fatal> {
+    let store = Store::open(db)?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{:<22} {:<14} {:>9}  output", "job", "state", "bytes");
+    for job in store.jobs() {
+        let job = job?;
+        let (bytes, path) = match &job.output {
+            Some(output) => (output.bytes.to_string(), output.path.clone()),
+            None => (
+                String::new(),
+                job.last_error.map(|e| e.message).unwrap_or_default(),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "{:<22} {:<14} {bytes:>9}  {path}",
+            job.id,
+            job.state.as_str()
+        );
+    }
+    let _ = writeln!(out);
+    Ok(())
+}
+
+/// A temporary folder removed when dropped.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch, Fatal> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("headswap-demo-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .map_err(|e| Fatal::new(format!("cannot create {}", path.display())).cause(e))?;
+        Ok(Scratch { path })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_file(crate::view::snapshot_path(&self.path.join("headswap.db")));
+    }
+}

@@ -1,0 +1,96 @@
+//! The `retry` command: put failed, expired or held jobs back to be processed by the next run,
+//! at the cheapest stage that can still succeed (a finished render whose link expired asks for
+//! a fresh link before anything is rendered again).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+
+use crate::cli::RetryArgs;
+use crate::exit::{Exit, Fatal};
+use crate::job::{AnalysisState, Event, JobState};
+use crate::now_ms;
+use crate::store::Store;
+
+pub fn command(db: &Path, args: &RetryArgs) -> Result<Exit, Fatal> {
+    if !args.failed && !args.expired && args.ids.is_empty() {
+        return Err(Fatal::new("say which jobs to retry")
+            .hint("use --failed, --expired, --ids a,b,... or a combination"));
+    }
+    if !db.exists() {
+        return Err(Fatal::new(format!("no database at {}", db.display()))
+            .hint("run `headswap-batch run MANIFEST` first (or pass --db)"));
+    }
+    let store = Store::open(db)?;
+    let wanted_ids: BTreeSet<&str> = args.ids.iter().map(|id| id.trim()).collect();
+    let mut found_ids = BTreeSet::new();
+    let mut retried = Vec::new();
+    let mut refused = Vec::new();
+    let now = now_ms();
+    for job in store.jobs() {
+        let mut job = job?;
+        let by_id = wanted_ids.contains(job.id.as_str());
+        if by_id {
+            found_ids.insert(job.id.clone());
+        }
+        let by_state = (args.failed && job.state == JobState::Failed)
+            || (args.expired && job.state == JobState::Expired);
+        if !by_id && !by_state {
+            continue;
+        }
+        let before = job.state;
+        match job.apply(Event::Retry, now) {
+            Ok(()) => {
+                if job.state == JobState::Pending {
+                    reset_failed_analysis(&store, &job.spec.video_url)?;
+                }
+                store.put_job(&job)?;
+                retried.push((job.id.clone(), before, job.state));
+            }
+            Err(_) => refused.push((job.id.clone(), before)),
+        }
+    }
+    store.flush()?;
+
+    let mut out = std::io::stdout().lock();
+    for (id, before, after) in &retried {
+        let _ = writeln!(out, "{id}: {before} -> {after}");
+    }
+    let _ = writeln!(
+        out,
+        "{} job(s) will be processed by the next run",
+        retried.len()
+    );
+    drop(out);
+    for (id, state) in &refused {
+        let why = match state {
+            JobState::NeedsMapping => "fill in obj_id for it in the manifest and run again",
+            JobState::Invalid => "fix its row in the manifest and run again",
+            JobState::Done => "it is done",
+            _ => "it is still being processed",
+        };
+        eprintln!("warning: {id} is {state}, not retried: {why}");
+    }
+    let missing: Vec<&str> = wanted_ids
+        .iter()
+        .copied()
+        .filter(|id| !found_ids.contains(*id))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("warning: no such job: {}", missing.join(", "));
+    }
+    Ok(Exit::Success)
+}
+
+/// A job sent back to the start needs its video analysed again if that analysis failed.
+fn reset_failed_analysis(store: &Store, video_url: &str) -> Result<(), Fatal> {
+    if let Some(mut record) = store.analysis(video_url)? {
+        if record.state == AnalysisState::Failed {
+            record.state = AnalysisState::Pending;
+            record.analysis_id = None;
+            record.attempts = 0;
+            store.put_analysis(&record)?;
+        }
+    }
+    Ok(())
+}

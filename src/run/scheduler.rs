@@ -1,0 +1,1509 @@
+//! The dispatcher: one loop over a closed set of events that decides everything that happens
+//! next. Workers (API calls and downloads) run as tasks in a `JoinSet` and report one
+//! [`Outcome`] each; the loop turns outcomes, timers and signals into job transitions, writes
+//! them through the store, and starts new work.
+//!
+//! Invariants kept here:
+//! - **No create (the only credit-spending call) is sent before its `submitting` intent is
+//!   flushed**, and every remote id is flushed the moment it arrives.
+//! - **Only this loop changes jobs**; workers get copies of what they need and return results.
+//! - **Downloads come before new submissions** and have their own bound; API calls wait for the
+//!   one rate limiter in priority order (URL refresh, polls, creates, analyses).
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::akool::{Analysis, ApiError, Client, CreateTask, Mapping, RemoteStatus, Subject, Task};
+use crate::cli::{MultiSubject, OnAmbiguous};
+use crate::job::{
+    AnalysisRecord, AnalysisState, Event, IllegalTransition, Job, JobError, JobState, Output,
+};
+use crate::now_ms;
+use crate::run::download::{self, DownloadError, DownloadRequest};
+use crate::run::pace::Pacer;
+use crate::run::poll::{PollPlanner, PollPolicy};
+use crate::run::progress::{Progress, ProgressFigures};
+use crate::store::{Store, StoreError};
+use crate::view;
+
+/// Everything the dispatcher needs to know, already validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub out_dir: PathBuf,
+    pub db_path: PathBuf,
+    /// Analyses + renders at the service at once.
+    pub concurrency: usize,
+    pub downloads: usize,
+    /// API requests per second, all endpoints together, and the burst above it.
+    pub rate: f64,
+    pub burst: u32,
+    /// Attempts per stage on transient failures before the job fails.
+    pub max_attempts: u32,
+    pub multi_subject: MultiSubject,
+    pub on_ambiguous: OnAmbiguous,
+    pub max_download_bytes: u64,
+    pub analysis_poll: PollPolicy,
+    pub render_poll: PollPolicy,
+    /// Base and cap of the exponential backoff (full jitter) after transient failures.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Longest honoured Retry-After / throttling cool-down.
+    pub cooldown_cap: Duration,
+    pub stall_timeout: Duration,
+    /// How often the status view and the progress display are refreshed.
+    pub tick: Duration,
+    /// A progress bar on stderr (a terminal, not opted out); log lines otherwise.
+    pub interactive: bool,
+    /// Off a terminal: how often the one-line summary is logged.
+    pub summary_every: Duration,
+    /// `--max-runtime`: no new work starts unless it can finish by then; at the end, stop.
+    pub max_runtime: Option<Duration>,
+    /// After a signal: how long requests in flight may take to finish before they are
+    /// abandoned (their jobs stay resumable).
+    pub grace: Duration,
+}
+
+/// Why a run stopped before every job reached a final state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopReason {
+    /// 1104: nothing new is submitted; in-flight work was finished.
+    OutOfCredits { message: String },
+    /// 1101/1102/1200: the credentials were rejected.
+    Unauthorized { code: i64, message: String },
+    /// The local disk refused a download (read-only, full).
+    LocalDisk { path: String, detail: String },
+    /// A first SIGINT or SIGTERM.
+    Interrupted { signal: i32 },
+    /// `--max-runtime`: no new work could finish in time, or the time is up.
+    Deadline,
+    /// Several creates in a row were rejected with the same message: the account or the
+    /// configuration is wrong, not the jobs.
+    SystemicRejection { code: i64, message: String },
+}
+
+/// How the run ended, with the final counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    pub stop: Option<StopReason>,
+    pub states: std::collections::BTreeMap<JobState, usize>,
+    pub possible_duplicates: usize,
+    pub api_calls: u64,
+    pub throttled: u64,
+}
+
+/// What can stop the dispatcher itself (as opposed to a job): the store failing, or a bug
+/// caught by the state machine.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transition(#[from] IllegalTransition),
+}
+
+/// Run every job in the store to a final state, or until the run has to stop.
+pub async fn run(
+    store: &Store,
+    client: Client,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<RunReport, RunError> {
+    let mut dispatcher = Dispatcher::new(store, client, settings)?;
+    dispatcher.resume().await?;
+    dispatcher.main_loop(shutdown).await?;
+    Ok(dispatcher.report())
+}
+
+/// An API call waiting for the rate limiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ApiCall {
+    /// Task detail for a job whose output link expired or is unknown.
+    RefreshOutput(String),
+    TaskDetail(String),
+    AnalysisDetail(String),
+    Create(String),
+    Analyze(String),
+}
+
+impl ApiCall {
+    /// The job id or video URL the call is about.
+    fn key(&self) -> &str {
+        match self {
+            ApiCall::RefreshOutput(key)
+            | ApiCall::TaskDetail(key)
+            | ApiCall::AnalysisDetail(key)
+            | ApiCall::Create(key)
+            | ApiCall::Analyze(key) => key,
+        }
+    }
+
+    /// Lower goes first.
+    fn priority(&self) -> u8 {
+        match self {
+            ApiCall::RefreshOutput(_) => 0,
+            ApiCall::TaskDetail(_) | ApiCall::AnalysisDetail(_) => 1,
+            ApiCall::Create(_) => 2,
+            ApiCall::Analyze(_) => 3,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Queued {
+    priority: u8,
+    seq: u64,
+    call: ApiCall,
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // BinaryHeap is a max-heap: the smallest (priority, seq) must compare greatest.
+        (other.priority, other.seq).cmp(&(self.priority, self.seq))
+    }
+}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Something that happens later: a poll, or a retry after a backoff.
+#[derive(Debug, PartialEq, Eq)]
+enum Wakeup {
+    Call(ApiCall),
+    Download(String),
+    /// A job whose create failed before it ran goes back in line for a slot.
+    Ready(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Timer {
+    due: Instant,
+    seq: u64,
+    wakeup: Wakeup,
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What a worker reports back: the closed set of results the loop acts on.
+#[derive(Debug)]
+enum Outcome {
+    Analyze {
+        video_url: String,
+        result: Result<Analysis, ApiError>,
+    },
+    AnalysisDetail {
+        video_url: String,
+        result: Result<Analysis, ApiError>,
+    },
+    Create {
+        job_id: String,
+        result: Result<Task, ApiError>,
+    },
+    TaskDetail {
+        job_id: String,
+        refresh: bool,
+        result: Result<Task, ApiError>,
+    },
+    Download {
+        job_id: String,
+        result: Result<(Output, Option<String>), DownloadError>,
+    },
+}
+
+struct Dispatcher<'a> {
+    store: &'a Store,
+    client: Client,
+    settings: Settings,
+    pacer: Pacer,
+
+    /// Jobs not yet `done` (final ones are kept for the status view; `done` ones are counted).
+    jobs: HashMap<String, Job>,
+    done: usize,
+    /// Analyses of the videos that jobs in this run wait on, by video_url.
+    analyses: HashMap<String, AnalysisRecord>,
+    /// Jobs in `analyzing`, by the video they wait on.
+    waiting_on_video: HashMap<String, Vec<String>>,
+
+    /// Work that needs a slot at the service: ready jobs first, then videos to analyze.
+    ready: VecDeque<String>,
+    videos_to_analyze: VecDeque<String>,
+    at_service: usize,
+
+    api_queue: BinaryHeap<Queued>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    downloads_waiting: VecDeque<String>,
+    downloads_running: usize,
+    etags: HashMap<String, String>,
+    api_in_flight: usize,
+    workers: JoinSet<Outcome>,
+    download_tasks: HashMap<String, tokio::task::AbortHandle>,
+    /// Set by a hard stop: in-flight work is abandoned at this instant.
+    grace_until: Option<Instant>,
+    seq: u64,
+
+    /// When each failing stage (by job id or video URL) first failed in this run.
+    failing_since: HashMap<String, Instant>,
+    /// Consecutive creates rejected with the same message: (message, job ids).
+    rejections: Option<(String, Vec<String>)>,
+    deadline: Option<Instant>,
+    stop: Option<StopReason>,
+    /// Submitting (create/analyze) is over for this run: out of credits, signal, fatal.
+    no_new_work: bool,
+    /// Nothing at all is started any more; requests in flight get a grace period.
+    hard_stop: bool,
+
+    progress: Progress,
+    analysis_planner: PollPlanner,
+    render_planner: PollPlanner,
+    unknown_statuses: HashSet<i64>,
+    api_calls: u64,
+    throttled: u64,
+}
+
+/// Elapsed time since a wall-clock timestamp in ms (zero if in the future).
+fn since_ms(then_ms: Option<u64>) -> Duration {
+    then_ms
+        .map(|then| Duration::from_millis(now_ms().saturating_sub(then)))
+        .unwrap_or_default()
+}
+
+impl<'a> Dispatcher<'a> {
+    fn new(store: &'a Store, client: Client, settings: Settings) -> Result<Self, RunError> {
+        let pacer = Pacer::new(
+            settings.rate,
+            settings.burst,
+            settings.cooldown_cap,
+            settings.backoff_base,
+        );
+        Ok(Dispatcher {
+            store,
+            client,
+            pacer,
+            jobs: HashMap::new(),
+            done: 0,
+            analyses: HashMap::new(),
+            waiting_on_video: HashMap::new(),
+            ready: VecDeque::new(),
+            videos_to_analyze: VecDeque::new(),
+            at_service: 0,
+            api_queue: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            downloads_waiting: VecDeque::new(),
+            downloads_running: 0,
+            etags: HashMap::new(),
+            api_in_flight: 0,
+            workers: JoinSet::new(),
+            download_tasks: HashMap::new(),
+            grace_until: None,
+            seq: 0,
+            failing_since: HashMap::new(),
+            rejections: None,
+            deadline: settings.max_runtime.map(|limit| Instant::now() + limit),
+            stop: None,
+            no_new_work: false,
+            hard_stop: false,
+            progress: Progress::new(settings.interactive, settings.summary_every),
+            analysis_planner: PollPlanner::new(settings.analysis_poll),
+            render_planner: PollPlanner::new(settings.render_poll),
+            unknown_statuses: HashSet::new(),
+            api_calls: 0,
+            throttled: 0,
+            settings,
+        })
+    }
+
+    /// Load every job and re-attach to whatever is at the service. Jobs caught in the
+    /// ambiguous window are resolved (flagged for resubmission, or held) and flushed before
+    /// anything is sent.
+    async fn resume(&mut self) -> Result<(), RunError> {
+        let now = now_ms();
+        for record in self.store.analyses() {
+            let record = record?;
+            self.analyses.insert(record.video_url.clone(), record);
+        }
+        let mut videos_needed = Vec::new();
+        for job in self.store.jobs() {
+            let mut job = job?;
+            match job.state {
+                JobState::Done => {
+                    self.done += 1;
+                    continue;
+                }
+                JobState::Pending => {
+                    self.transition(&mut job, Event::AnalysisStarted { analysis_id: None }, now)?;
+                    videos_needed.push(job.spec.video_url.clone());
+                    self.wait_on_video(&job);
+                }
+                JobState::Analyzing => {
+                    videos_needed.push(job.spec.video_url.clone());
+                    self.wait_on_video(&job);
+                }
+                JobState::Ready => self.ready.push_back(job.id.clone()),
+                JobState::Submitting => {
+                    // Died between the intent and storing the answer: the create may have been
+                    // sent. There is no way to ask the service, so flag (or hold) it.
+                    let hold = self.settings.on_ambiguous == OnAmbiguous::Hold;
+                    tracing::warn!(
+                        job = %job.id,
+                        "a create for this job may have been sent before the last run stopped; {}",
+                        if hold { "holding it (state held)" } else { "submitting again, flagged possible_duplicate" }
+                    );
+                    self.transition(&mut job, Event::Ambiguous { hold }, now)?;
+                    if !hold {
+                        self.ready.push_back(job.id.clone());
+                    }
+                }
+                JobState::Rendering => {
+                    self.at_service += 1;
+                    self.push_call(ApiCall::TaskDetail(job.id.clone()));
+                }
+                JobState::Downloading => {
+                    if job.output_url.is_some() {
+                        self.downloads_waiting.push_back(job.id.clone());
+                    } else {
+                        self.push_call(ApiCall::RefreshOutput(job.id.clone()));
+                    }
+                }
+                JobState::Failed
+                | JobState::Invalid
+                | JobState::NeedsMapping
+                | JobState::Expired
+                | JobState::Held => {}
+            }
+            self.jobs.insert(job.id.clone(), job);
+        }
+        videos_needed.sort();
+        videos_needed.dedup();
+        for video_url in videos_needed {
+            let record = self
+                .analyses
+                .entry(video_url.clone())
+                .or_insert_with(|| AnalysisRecord::new(video_url.clone(), now));
+            match record.state {
+                AnalysisState::Pending | AnalysisState::Submitting => {
+                    // An analysis costs nothing: one lost in the window is simply asked again.
+                    self.videos_to_analyze.push_back(video_url);
+                }
+                AnalysisState::Running => {
+                    self.at_service += 1;
+                    self.push_call(ApiCall::AnalysisDetail(video_url));
+                }
+                AnalysisState::Completed => {
+                    let subjects = record.subjects.clone();
+                    self.map_jobs(&video_url, &subjects)?;
+                }
+                AnalysisState::Failed => {
+                    let error = record.last_error.clone().unwrap_or_else(|| {
+                        JobError::new(None, "the analysis of this video failed")
+                    });
+                    self.fail_video_jobs(&video_url, error)?;
+                }
+            }
+        }
+        self.store.flush_async().await?;
+        Ok(())
+    }
+
+    async fn main_loop(&mut self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let mut tick = tokio::time::interval(self.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown_seen = false;
+        loop {
+            self.start_work().await?;
+            if self.workers.is_empty() && self.nothing_left_to_start() {
+                break;
+            }
+            let next_timer = self.timers.peek().map(|Reverse(timer)| timer.due);
+            let gate = self.pacer.gate(Instant::now());
+            let may_call = !self.api_queue.is_empty() && gate.is_none();
+            tokio::select! {
+                biased;
+                joined = self.workers.join_next(), if !self.workers.is_empty() => {
+                    match joined {
+                        Some(Ok(outcome)) => self.handle(outcome).await?,
+                        Some(Err(error)) if error.is_panic() => {
+                            std::panic::resume_unwind(error.into_panic());
+                        }
+                        _ => {}
+                    }
+                }
+                _ = shutdown.cancelled(), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    self.stop_new_work(StopReason::Interrupted { signal: 0 }, true);
+                }
+                _ = self.pacer.until_ready(), if may_call => {
+                    if let Some(queued) = self.api_queue.pop() {
+                        self.pacer.started(Instant::now());
+                        self.start_call(queued.call).await?;
+                    }
+                }
+                _ = sleep_until(next_timer), if next_timer.is_some() => self.fire_timers(),
+                // Wakes the loop when the gate opens, so queued calls go out.
+                _ = sleep_until(gate), if gate.is_some() && !self.api_queue.is_empty() => {}
+                _ = sleep_until(self.deadline), if self.deadline.is_some() => {
+                    tracing::warn!("--max-runtime reached; stopping with work left");
+                    self.deadline = None;
+                    self.stop_new_work(StopReason::Deadline, true);
+                }
+                _ = sleep_until(self.grace_until), if self.grace_until.is_some() => {
+                    tracing::warn!("abandoning requests still in flight; their jobs resume next run");
+                    self.grace_until = None;
+                    self.workers.abort_all();
+                }
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        self.store.flush_async().await?;
+        self.progress.finish();
+        self.write_view(false);
+        Ok(())
+    }
+
+    /// Nothing queued, nothing waiting, nothing that could be started.
+    fn nothing_left_to_start(&self) -> bool {
+        if self.hard_stop {
+            return true;
+        }
+        let waiting = !self.api_queue.is_empty()
+            || !self.timers.is_empty()
+            || !self.downloads_waiting.is_empty();
+        // Once submitting is over, what is at the service is still finished (polled and
+        // downloaded); ready jobs wait for the next run.
+        let startable =
+            !self.no_new_work && (!self.ready.is_empty() || !self.videos_to_analyze.is_empty());
+        !waiting && !startable
+    }
+
+    /// Move work into the queues while there is room: downloads first, then slots at the
+    /// service (ready jobs before new analyses).
+    async fn start_work(&mut self) -> Result<(), RunError> {
+        while self.downloads_running < self.settings.downloads && !self.hard_stop {
+            let Some(job_id) = self.downloads_waiting.pop_front() else {
+                break;
+            };
+            self.spawn_download(job_id);
+        }
+        while !self.no_new_work && self.at_service < self.settings.concurrency {
+            if !self.can_finish_in_time() {
+                tracing::warn!(
+                    "--max-runtime: new work would not finish in time; finishing what is in flight"
+                );
+                self.stop_new_work(StopReason::Deadline, false);
+                break;
+            }
+            if let Some(job_id) = self.ready.pop_front() {
+                self.at_service += 1;
+                self.push_call(ApiCall::Create(job_id));
+            } else if let Some(video_url) = self.videos_to_analyze.pop_front() {
+                self.at_service += 1;
+                self.push_call(ApiCall::Analyze(video_url));
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a render started now (after an analysis, if one is still needed) is expected
+    /// to finish before `--max-runtime`, judged by the durations observed so far.
+    fn can_finish_in_time(&self) -> bool {
+        let Some(deadline) = self.deadline else {
+            return true;
+        };
+        let mut needed = self.render_planner.typical();
+        if self.ready.is_empty() {
+            needed += self.analysis_planner.typical();
+        }
+        Instant::now() + needed <= deadline
+    }
+
+    /// Stop submitting for this run. A hard stop also stops polling and downloading: requests
+    /// in flight get a bounded grace, partial downloads stay as part files, and everything
+    /// resumes next run. A soft stop finishes what is at the service.
+    fn stop_new_work(&mut self, reason: StopReason, hard: bool) {
+        if self.stop.is_none() || hard {
+            self.stop = Some(reason);
+        }
+        self.no_new_work = true;
+        if hard {
+            self.hard_stop = true;
+            self.api_queue.clear();
+            self.timers.clear();
+            self.downloads_waiting.clear();
+            for (_, task) in self.download_tasks.drain() {
+                task.abort();
+            }
+            if self.grace_until.is_none() {
+                self.grace_until = Some(Instant::now() + self.settings.grace);
+            }
+        } else {
+            // Keep polls and downloads; drop queued submissions (their jobs stay resumable).
+            let queued = std::mem::take(&mut self.api_queue);
+            for item in queued.into_vec() {
+                match item.call {
+                    ApiCall::Create(_) | ApiCall::Analyze(_) => self.at_service -= 1,
+                    _ => self.api_queue.push(item),
+                }
+            }
+        }
+    }
+
+    fn push_call(&mut self, call: ApiCall) {
+        self.seq += 1;
+        self.api_queue.push(Queued {
+            priority: call.priority(),
+            seq: self.seq,
+            call,
+        });
+    }
+
+    fn push_timer(&mut self, delay: Duration, wakeup: Wakeup) {
+        self.seq += 1;
+        self.timers.push(Reverse(Timer {
+            due: Instant::now() + delay,
+            seq: self.seq,
+            wakeup,
+        }));
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse(timer)) = self.timers.peek() {
+            if timer.due > now {
+                break;
+            }
+            let Reverse(timer) = self.timers.pop().expect("peeked");
+            match timer.wakeup {
+                Wakeup::Call(ApiCall::Analyze(_)) if self.no_new_work => {
+                    // Submitting is over for this run; the next run analyzes this video.
+                    self.at_service -= 1;
+                }
+                Wakeup::Call(call) => self.push_call(call),
+                Wakeup::Download(job_id) => self.downloads_waiting.push_back(job_id),
+                Wakeup::Ready(job_id) => self.ready.push_back(job_id),
+            }
+        }
+    }
+
+    /// Start one API call: make its intent durable first when it spends or creates something.
+    async fn start_call(&mut self, call: ApiCall) -> Result<(), RunError> {
+        let client = self.client.clone();
+        self.api_calls += 1;
+        self.api_in_flight += 1;
+        match call {
+            ApiCall::Analyze(video_url) => {
+                let record = self
+                    .analyses
+                    .get_mut(&video_url)
+                    .expect("queued analyses exist");
+                record.state = AnalysisState::Submitting;
+                record.updated_ms = now_ms();
+                self.store.put_analysis(record)?;
+                self.store.flush_async().await?;
+                self.workers.spawn(async move {
+                    let result = client.analyze(&video_url).await;
+                    Outcome::Analyze { video_url, result }
+                });
+            }
+            ApiCall::AnalysisDetail(video_url) => {
+                let id = self.analyses[&video_url]
+                    .analysis_id
+                    .clone()
+                    .unwrap_or_default();
+                self.workers.spawn(async move {
+                    let result = client.analysis_detail(&id).await;
+                    Outcome::AnalysisDetail { video_url, result }
+                });
+            }
+            ApiCall::Create(job_id) => {
+                let job = self.jobs.get_mut(&job_id).expect("queued jobs exist");
+                if job.state == JobState::Ready {
+                    job.apply(Event::SubmitIntent, now_ms())?;
+                    self.store.put_job(job)?;
+                    // The intent must be on disk before the request can leave.
+                    self.store.flush_async().await?;
+                }
+                let request = CreateTask {
+                    video_url: job.spec.video_url.clone(),
+                    mappings: job.mappings.clone(),
+                    model_name: job.spec.model_name.clone(),
+                    resolution: job.spec.resolution.clone(),
+                    template_id: job.spec.template_id.clone(),
+                    keep_original_sound: job.spec.keep_original_sound,
+                };
+                self.workers.spawn(async move {
+                    let result = client.create_task(&request).await;
+                    Outcome::Create { job_id, result }
+                });
+            }
+            ApiCall::TaskDetail(job_id) | ApiCall::RefreshOutput(job_id) => {
+                let refresh = self.jobs[&job_id].state == JobState::Downloading;
+                let task_id = self.jobs[&job_id].task_id.clone().unwrap_or_default();
+                self.workers.spawn(async move {
+                    let result = client.task_detail(&task_id).await;
+                    Outcome::TaskDetail {
+                        job_id,
+                        refresh,
+                        result,
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_download(&mut self, job_id: String) {
+        let job = &self.jobs[&job_id];
+        let Some(url) = job.output_url.clone() else {
+            self.push_call(ApiCall::RefreshOutput(job_id));
+            return;
+        };
+        self.downloads_running += 1;
+        let request_id = job_id.clone();
+        let request = DownloadRequest {
+            job_id: job_id.clone(),
+            url,
+            out_dir: self.settings.out_dir.clone(),
+            max_bytes: self.settings.max_download_bytes,
+            stall_timeout: self.settings.stall_timeout,
+        };
+        let etag = self.etags.get(&job_id).cloned();
+        let http = self.client.http().clone();
+        let task = self.workers.spawn(async move {
+            let result = download::download(&http, &request, etag.as_deref()).await;
+            Outcome::Download { job_id, result }
+        });
+        self.download_tasks.insert(request_id, task);
+    }
+
+    async fn handle(&mut self, outcome: Outcome) -> Result<(), RunError> {
+        if !matches!(outcome, Outcome::Download { .. }) {
+            self.api_in_flight -= 1;
+        }
+        match outcome {
+            Outcome::Analyze { video_url, result } => self.on_analyze(video_url, result).await,
+            Outcome::AnalysisDetail { video_url, result } => {
+                self.on_analysis_detail(video_url, result).await
+            }
+            Outcome::Create { job_id, result } => self.on_create(job_id, result).await,
+            Outcome::TaskDetail {
+                job_id,
+                refresh,
+                result,
+            } => self.on_task_detail(job_id, refresh, result).await,
+            Outcome::Download { job_id, result } => {
+                self.downloads_running -= 1;
+                self.download_tasks.remove(&job_id);
+                self.on_download(job_id, result).await
+            }
+        }
+    }
+
+    async fn on_analyze(
+        &mut self,
+        video_url: String,
+        result: Result<Analysis, ApiError>,
+    ) -> Result<(), RunError> {
+        match result {
+            Ok(analysis) => {
+                self.stage_succeeded(&video_url);
+                let now = now_ms();
+                let record = self.analyses.get_mut(&video_url).expect("analysis exists");
+                record.analysis_id = Some(analysis.id.clone());
+                record.state = AnalysisState::Running;
+                record.submitted_ms = Some(now);
+                record.attempts = 0;
+                record.updated_ms = now;
+                self.store.put_analysis(record)?;
+                self.store.flush_async().await?;
+                let delay = self
+                    .analysis_planner
+                    .next_delay(Duration::ZERO, 0.0, jitter());
+                self.push_timer(delay, Wakeup::Call(ApiCall::AnalysisDetail(video_url)));
+                Ok(())
+            }
+            Err(error) => {
+                let call = ApiCall::Analyze(video_url.clone());
+                match self.api_failure(&error, call) {
+                    Disposition::Retried => Ok(()),
+                    Disposition::Attempt => {
+                        let record = self.analyses.get_mut(&video_url).expect("analysis exists");
+                        record.attempts += 1;
+                        record.last_error = Some(job_error(&error));
+                        let attempts = record.attempts;
+                        if attempts >= self.settings.max_attempts {
+                            self.at_service -= 1;
+                            let error = self.exhausted(&video_url, &error, attempts);
+                            self.fail_analysis(&video_url, error)
+                        } else {
+                            let delay = self.backoff(attempts);
+                            self.push_timer(delay, Wakeup::Call(ApiCall::Analyze(video_url)));
+                            Ok(())
+                        }
+                    }
+                    Disposition::Final => {
+                        self.at_service -= 1;
+                        self.fail_analysis(&video_url, job_error(&error))
+                    }
+                    Disposition::Stop => {
+                        self.at_service -= 1;
+                        let record = self.analyses.get_mut(&video_url).expect("analysis exists");
+                        record.state = AnalysisState::Pending;
+                        self.store.put_analysis(record)?;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_analysis_detail(
+        &mut self,
+        video_url: String,
+        result: Result<Analysis, ApiError>,
+    ) -> Result<(), RunError> {
+        match result {
+            Ok(analysis) => {
+                self.stage_succeeded(&video_url);
+                let record = self.analyses.get_mut(&video_url).expect("analysis exists");
+                let elapsed = since_ms(record.submitted_ms);
+                record.attempts = 0;
+                match analysis.status {
+                    RemoteStatus::Completed => {
+                        self.at_service -= 1;
+                        self.analysis_planner.record(elapsed);
+                        record.state = AnalysisState::Completed;
+                        record.subjects = analysis.subjects.clone();
+                        record.updated_ms = now_ms();
+                        self.store.put_analysis(record)?;
+                        self.map_jobs(&video_url, &analysis.subjects)?;
+                        self.store.flush_async().await?;
+                        Ok(())
+                    }
+                    RemoteStatus::Failed => {
+                        self.at_service -= 1;
+                        let reason = analysis
+                            .error_reason
+                            .filter(|reason| !reason.is_empty())
+                            .unwrap_or_else(|| "no reason given".into());
+                        let error = JobError::new(
+                            analysis.error_code.filter(|code| *code != 0),
+                            format!("analysis failed: {reason}"),
+                        );
+                        self.fail_analysis(&video_url, error)
+                    }
+                    status => {
+                        self.note_unknown_status(status);
+                        let delay =
+                            self.analysis_planner
+                                .next_delay(elapsed, analysis.progress, jitter());
+                        self.push_timer(delay, Wakeup::Call(ApiCall::AnalysisDetail(video_url)));
+                        Ok(())
+                    }
+                }
+            }
+            Err(ApiError::NotFound { message }) => {
+                // The analysis record is gone at the service: analyze again.
+                tracing::warn!(video = %video_url, "analysis no longer known to the service ({message}); analyzing again");
+                self.at_service -= 1;
+                let record = self.analyses.get_mut(&video_url).expect("analysis exists");
+                record.state = AnalysisState::Pending;
+                record.analysis_id = None;
+                self.store.put_analysis(record)?;
+                self.videos_to_analyze.push_front(video_url);
+                Ok(())
+            }
+            Err(error) => {
+                let call = ApiCall::AnalysisDetail(video_url.clone());
+                match self.api_failure(&error, call) {
+                    Disposition::Retried | Disposition::Stop => Ok(()),
+                    Disposition::Attempt | Disposition::Final => {
+                        let record = self.analyses.get_mut(&video_url).expect("analysis exists");
+                        record.attempts += 1;
+                        record.last_error = Some(job_error(&error));
+                        let attempts = record.attempts;
+                        if attempts >= self.settings.max_attempts {
+                            self.at_service -= 1;
+                            let error = self.exhausted(&video_url, &error, attempts);
+                            self.fail_analysis(&video_url, error)
+                        } else {
+                            let delay = self.backoff(attempts);
+                            self.push_timer(
+                                delay,
+                                Wakeup::Call(ApiCall::AnalysisDetail(video_url)),
+                            );
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_create(
+        &mut self,
+        job_id: String,
+        result: Result<Task, ApiError>,
+    ) -> Result<(), RunError> {
+        let now = now_ms();
+        match result {
+            Ok(task) => {
+                self.stage_succeeded(&job_id);
+                self.rejections = None;
+                let job = self.jobs.get_mut(&job_id).expect("job exists");
+                job.apply(Event::Created { task_id: task.id }, now)?;
+                self.store.put_job(job)?;
+                // The task id is the only handle on what was paid for: durable at once.
+                self.store.flush_async().await?;
+                let delay = self
+                    .render_planner
+                    .next_delay(Duration::ZERO, 0.0, jitter());
+                self.push_timer(delay, Wakeup::Call(ApiCall::TaskDetail(job_id)));
+                Ok(())
+            }
+            Err(ApiError::Transient {
+                detail,
+                outcome_unknown: true,
+            }) => {
+                // The request left and no answer came back: it may have been created and billed.
+                self.at_service -= 1;
+                let hold = self.settings.on_ambiguous == OnAmbiguous::Hold;
+                tracing::warn!(job = %job_id, "create answer lost ({detail}); {}",
+                    if hold { "holding the job" } else { "submitting again, flagged possible_duplicate" });
+                let job = self.jobs.get_mut(&job_id).expect("job exists");
+                job.apply(Event::Ambiguous { hold }, now)?;
+                let error = JobError::new(None, format!("create answer lost: {detail}"));
+                if hold {
+                    job.last_error = Some(error);
+                } else {
+                    job.apply(
+                        Event::AttemptFailed {
+                            error: error.clone(),
+                        },
+                        now,
+                    )?;
+                    if job.attempts >= self.settings.max_attempts {
+                        let error = JobError::new(
+                            None,
+                            format!("failed after {} attempts: {}", job.attempts, error.message),
+                        );
+                        job.apply(Event::Failed { error }, now)?;
+                    } else {
+                        self.ready.push_front(job_id);
+                    }
+                }
+                self.store.put_job(job)?;
+                self.store.flush_async().await?;
+                Ok(())
+            }
+            Err(error) => {
+                let call = ApiCall::Create(job_id.clone());
+                match self.api_failure(&error, call) {
+                    Disposition::Retried => Ok(()),
+                    Disposition::Attempt => {
+                        // Certainly not processed (the connection never opened, or the service
+                        // answered 2001): back to `ready`, and in line again after a backoff.
+                        self.at_service -= 1;
+                        let job = self.jobs.get_mut(&job_id).expect("job exists");
+                        job.apply(Event::SubmitAborted, now)?;
+                        job.apply(
+                            Event::AttemptFailed {
+                                error: job_error(&error),
+                            },
+                            now,
+                        )?;
+                        if job.attempts >= self.settings.max_attempts {
+                            let attempts = job.attempts;
+                            let error = self.exhausted(&job_id, &error, attempts);
+                            let job = self.jobs.get_mut(&job_id).expect("job exists");
+                            job.apply(Event::Failed { error }, now)?;
+                            self.store.put_job(job)?;
+                        } else {
+                            let attempts = job.attempts;
+                            self.store.put_job(job)?;
+                            let delay = self.backoff(attempts);
+                            self.push_timer(delay, Wakeup::Ready(job_id));
+                        }
+                        Ok(())
+                    }
+                    Disposition::Final => {
+                        self.at_service -= 1;
+                        let job = self.jobs.get_mut(&job_id).expect("job exists");
+                        job.apply(
+                            Event::Failed {
+                                error: job_error(&error),
+                            },
+                            now,
+                        )?;
+                        self.store.put_job(job)?;
+                        if let ApiError::Rejected { code, message } = &error {
+                            self.note_rejection(job_id, *code, message)?;
+                        }
+                        Ok(())
+                    }
+                    Disposition::Stop => {
+                        // Refused before it ran (credits, authorization): not submitted.
+                        self.at_service -= 1;
+                        let job = self.jobs.get_mut(&job_id).expect("job exists");
+                        job.apply(Event::SubmitAborted, now)?;
+                        self.store.put_job(job)?;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_task_detail(
+        &mut self,
+        job_id: String,
+        refresh: bool,
+        result: Result<Task, ApiError>,
+    ) -> Result<(), RunError> {
+        let now = now_ms();
+        match result {
+            Ok(task) => {
+                self.stage_succeeded(&job_id);
+                let job = self.jobs.get_mut(&job_id).expect("job exists");
+                let elapsed = since_ms(job.times.submitted_ms);
+                match (task.status, task.output_url) {
+                    (RemoteStatus::Completed, Some(url)) => {
+                        if !refresh {
+                            self.at_service -= 1;
+                            self.render_planner.record(elapsed);
+                        }
+                        job.attempts = 0;
+                        job.apply(
+                            Event::Rendered {
+                                output_url: Some(url),
+                            },
+                            now,
+                        )?;
+                        self.store.put_job(job)?;
+                        self.downloads_waiting.push_back(job_id);
+                    }
+                    (RemoteStatus::Failed, _) if !refresh => {
+                        self.at_service -= 1;
+                        let reason = task
+                            .error_reason
+                            .filter(|reason| !reason.is_empty())
+                            .unwrap_or_else(|| "no reason given".into());
+                        let error =
+                            JobError::new(task.error_code, format!("render failed: {reason}"));
+                        job.apply(Event::RenderFailed { error }, now)?;
+                        self.store.put_job(job)?;
+                    }
+                    (status, _) if refresh => {
+                        // A finished render that no longer offers its output.
+                        let error = JobError::new(
+                            None,
+                            format!("task detail offers no output (status {status:?})"),
+                        );
+                        job.apply(Event::Expired { error }, now)?;
+                        self.store.put_job(job)?;
+                    }
+                    (status, _) => {
+                        self.note_unknown_status(status);
+                        let delay =
+                            self.render_planner
+                                .next_delay(elapsed, task.progress, jitter());
+                        self.push_timer(delay, Wakeup::Call(ApiCall::TaskDetail(job_id)));
+                    }
+                }
+                Ok(())
+            }
+            Err(ApiError::NotFound { message }) => {
+                // The task is gone: its render cannot be fetched. Render again.
+                tracing::warn!(job = %job_id, "task no longer known to the service ({message}); rendering again");
+                if !refresh {
+                    self.at_service -= 1;
+                }
+                let job = self.jobs.get_mut(&job_id).expect("job exists");
+                let error = JobError::new(Some(1014), format!("task not found: {message}"));
+                job.apply(Event::RemoteLost { error }, now)?;
+                self.store.put_job(job)?;
+                self.ready.push_back(job_id);
+                Ok(())
+            }
+            Err(error) => {
+                let call = if refresh {
+                    ApiCall::RefreshOutput(job_id.clone())
+                } else {
+                    ApiCall::TaskDetail(job_id.clone())
+                };
+                match self.api_failure(&error, call.clone()) {
+                    Disposition::Retried | Disposition::Stop => Ok(()),
+                    Disposition::Attempt | Disposition::Final => {
+                        let job = self.jobs.get_mut(&job_id).expect("job exists");
+                        job.apply(
+                            Event::AttemptFailed {
+                                error: job_error(&error),
+                            },
+                            now,
+                        )?;
+                        if job.attempts >= self.settings.max_attempts {
+                            if !refresh {
+                                self.at_service -= 1;
+                            }
+                            let attempts = job.attempts;
+                            let error = self.exhausted(&job_id, &error, attempts);
+                            let job = self.jobs.get_mut(&job_id).expect("job exists");
+                            job.apply(Event::Failed { error }, now)?;
+                            self.store.put_job(job)?;
+                        } else {
+                            let attempts = job.attempts;
+                            self.store.put_job(job)?;
+                            let delay = self.backoff(attempts);
+                            self.push_timer(delay, Wakeup::Call(call));
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_download(
+        &mut self,
+        job_id: String,
+        result: Result<(Output, Option<String>), DownloadError>,
+    ) -> Result<(), RunError> {
+        let now = now_ms();
+        let job = self.jobs.get_mut(&job_id).expect("job exists");
+        match result {
+            Ok((output, _etag)) => {
+                tracing::info!(job = %job_id, bytes = output.bytes, "done");
+                job.apply(Event::Downloaded { output }, now)?;
+                self.store.put_job(job)?;
+                self.store.flush_async().await?;
+                self.etags.remove(&job_id);
+                self.jobs.remove(&job_id);
+                self.done += 1;
+            }
+            Err(DownloadError::LinkExpired { status }) => {
+                let error = JobError::new(None, format!("output link refused (HTTP {status})"));
+                job.apply(
+                    Event::AttemptFailed {
+                        error: error.clone(),
+                    },
+                    now,
+                )?;
+                if job.attempts >= self.settings.max_attempts {
+                    let error = JobError::new(
+                        None,
+                        format!(
+                            "output link kept expiring after {} fresh links",
+                            job.attempts
+                        ),
+                    );
+                    job.apply(Event::Expired { error }, now)?;
+                    self.store.put_job(job)?;
+                } else {
+                    job.output_url = None;
+                    self.store.put_job(job)?;
+                    self.push_call(ApiCall::RefreshOutput(job_id.clone()));
+                }
+            }
+            Err(DownloadError::Transient { detail }) => {
+                let error = JobError::new(None, format!("download interrupted: {detail}"));
+                job.apply(
+                    Event::AttemptFailed {
+                        error: error.clone(),
+                    },
+                    now,
+                )?;
+                if job.attempts >= self.settings.max_attempts {
+                    let error = JobError::new(
+                        None,
+                        format!("download failed after {} attempts: {detail}", job.attempts),
+                    );
+                    job.apply(Event::Failed { error }, now)?;
+                    self.store.put_job(job)?;
+                } else {
+                    let attempts = job.attempts;
+                    self.store.put_job(job)?;
+                    let delay = self.backoff(attempts);
+                    self.push_timer(delay, Wakeup::Download(job_id));
+                }
+            }
+            Err(DownloadError::Refused { detail }) => {
+                job.apply(
+                    Event::Failed {
+                        error: JobError::new(None, detail),
+                    },
+                    now,
+                )?;
+                self.store.put_job(job)?;
+            }
+            Err(DownloadError::Local { path, detail }) => {
+                // The disk, not the job, is the problem: stop, keep the job resumable.
+                tracing::error!(job = %job_id, "cannot write {path}: {detail}");
+                self.stop_new_work(StopReason::LocalDisk { path, detail }, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// After an analysis completes: choose each waiting job's subjects.
+    fn map_jobs(&mut self, video_url: &str, subjects: &[Subject]) -> Result<(), RunError> {
+        let now = now_ms();
+        for job_id in self.waiting_on_video.remove(video_url).unwrap_or_default() {
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            if job.state != JobState::Analyzing {
+                continue;
+            }
+            let event = match choose_mappings(job, subjects, self.settings.multi_subject) {
+                Choice::Mapped(mappings) => {
+                    self.ready.push_back(job_id.clone());
+                    Event::Mapped {
+                        mappings,
+                        subjects: subjects.to_vec(),
+                    }
+                }
+                Choice::NeedsMapping => Event::NeedsMapping {
+                    subjects: subjects.to_vec(),
+                },
+                Choice::Fail(message) => Event::Failed {
+                    error: JobError::new(None, message),
+                },
+            };
+            job.apply(event, now)?;
+            self.store.put_job(job)?;
+        }
+        Ok(())
+    }
+
+    fn fail_analysis(&mut self, video_url: &str, error: JobError) -> Result<(), RunError> {
+        let record = self.analyses.get_mut(video_url).expect("analysis exists");
+        record.state = AnalysisState::Failed;
+        record.last_error = Some(error.clone());
+        record.updated_ms = now_ms();
+        self.store.put_analysis(record)?;
+        self.fail_video_jobs(video_url, error)
+    }
+
+    fn fail_video_jobs(&mut self, video_url: &str, error: JobError) -> Result<(), RunError> {
+        let now = now_ms();
+        for job_id in self.waiting_on_video.remove(video_url).unwrap_or_default() {
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            if job.state == JobState::Analyzing {
+                job.apply(
+                    Event::Failed {
+                        error: error.clone(),
+                    },
+                    now,
+                )?;
+                self.store.put_job(job)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_on_video(&mut self, job: &Job) {
+        self.waiting_on_video
+            .entry(job.spec.video_url.clone())
+            .or_default()
+            .push(job.id.clone());
+    }
+
+    fn transition(&mut self, job: &mut Job, event: Event, now: u64) -> Result<(), RunError> {
+        job.apply(event, now)?;
+        Ok(self.store.put_job(job)?)
+    }
+
+    /// Decide what an API failure means for the run; re-queue throttled calls.
+    fn api_failure(&mut self, error: &ApiError, call: ApiCall) -> Disposition {
+        match error {
+            ApiError::Throttled { .. }
+                if self.no_new_work && matches!(call, ApiCall::Create(_) | ApiCall::Analyze(_)) =>
+            {
+                self.throttled += 1;
+                Disposition::Stop
+            }
+            ApiError::Throttled { retry_after } => {
+                self.throttled += 1;
+                let delay = self.pacer.throttled(*retry_after, Instant::now());
+                tracing::debug!(
+                    ?delay,
+                    rate = self.pacer.effective_rate(),
+                    "throttled; cooling down and slowing down"
+                );
+                // Throttling never costs an attempt: the same call goes back in line.
+                self.push_call(call);
+                Disposition::Retried
+            }
+            ApiError::Transient { .. } => {
+                self.failing_since
+                    .entry(call.key().to_string())
+                    .or_insert_with(Instant::now);
+                Disposition::Attempt
+            }
+            ApiError::OutOfCredits { message } => {
+                tracing::error!("out of credits: {message}");
+                self.stop_new_work(
+                    StopReason::OutOfCredits {
+                        message: message.clone(),
+                    },
+                    false,
+                );
+                match call {
+                    ApiCall::Create(_) | ApiCall::Analyze(_) => Disposition::Stop,
+                    // A poll answered 1104: keep the record, poll it again later.
+                    other => {
+                        let delay = self.backoff(1);
+                        self.push_timer(delay, Wakeup::Call(other));
+                        Disposition::Retried
+                    }
+                }
+            }
+            ApiError::Unauthorized { code, message } => {
+                let reason = StopReason::Unauthorized {
+                    code: *code,
+                    message: message.clone(),
+                };
+                self.stop_new_work(reason, true);
+                Disposition::Stop
+            }
+            ApiError::NotFound { .. } | ApiError::Rejected { .. } => Disposition::Final,
+        }
+    }
+
+    /// Full-jitter exponential backoff before retry number `attempt`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .settings
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(20));
+        let cap = exp.min(self.settings.backoff_cap);
+        cap.mul_f64(rand::rng().random::<f64>())
+    }
+
+    /// A create was rejected. The same answer on several creates in a row is about the account
+    /// or the options, not the jobs: undo those failures and stop submitting.
+    fn note_rejection(&mut self, job_id: String, code: i64, message: &str) -> Result<(), RunError> {
+        let mut streak = match self.rejections.take() {
+            Some((previous, ids)) if previous == message => ids,
+            _ => Vec::new(),
+        };
+        streak.push(job_id);
+        if streak.len() < SYSTEMIC_REJECTIONS {
+            self.rejections = Some((message.to_string(), streak));
+            return Ok(());
+        }
+        tracing::error!(
+            code,
+            "{} creates in a row were rejected with: {message}",
+            streak.len()
+        );
+        let now = now_ms();
+        for id in streak {
+            let job = self.jobs.get_mut(&id).expect("job exists");
+            job.apply(Event::Retry, now)?;
+            self.store.put_job(job)?;
+        }
+        let reason = StopReason::SystemicRejection {
+            code,
+            message: message.to_string(),
+        };
+        self.stop_new_work(reason, false);
+        Ok(())
+    }
+
+    /// A call about `key` succeeded: its failure streak ends, and the pacer recovers a little.
+    fn stage_succeeded(&mut self, key: &str) {
+        self.pacer.succeeded();
+        self.failing_since.remove(key);
+    }
+
+    /// The error of a stage that used up its attempts: "failed after N attempts over T: ...".
+    fn exhausted(&mut self, key: &str, error: &ApiError, attempts: u32) -> JobError {
+        let over = self
+            .failing_since
+            .remove(key)
+            .map(|since| since.elapsed())
+            .unwrap_or_default();
+        let over = Duration::from_secs(over.as_secs());
+        JobError::new(
+            error.code(),
+            format!(
+                "failed after {attempts} attempts over {}: {error}",
+                humantime::format_duration(over)
+            ),
+        )
+    }
+
+    fn note_unknown_status(&mut self, status: RemoteStatus) {
+        if let RemoteStatus::Unknown(code) = status {
+            if self.unknown_statuses.insert(code) {
+                tracing::warn!(
+                    status = code,
+                    "the API reported an undocumented status; treating it as still running"
+                );
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.write_view(true);
+        let now = Instant::now();
+        let figures = ProgressFigures {
+            states: self.state_counts(),
+            api_calls: self.api_calls,
+            throttled: self.throttled,
+            effective_rate: self.pacer.effective_rate(),
+            cooling_for: self.pacer.cooling_until(now).map(|until| until - now),
+        };
+        self.progress.update(&figures);
+    }
+
+    fn state_counts(&self) -> std::collections::BTreeMap<JobState, usize> {
+        let mut counts: std::collections::BTreeMap<JobState, usize> =
+            JobState::ALL.into_iter().map(|state| (state, 0)).collect();
+        for job in self.jobs.values() {
+            *counts.entry(job.state).or_default() += 1;
+        }
+        *counts.entry(JobState::Done).or_default() += self.done;
+        counts
+    }
+
+    fn write_view(&self, live: bool) {
+        let mut snapshot = view::Snapshot::from_jobs(self.jobs.values(), now_ms());
+        snapshot.add_done(self.done);
+        snapshot.live = live;
+        if let Err(error) = view::write_snapshot(&self.settings.db_path, &snapshot) {
+            tracing::debug!("could not write the status view: {error}");
+        }
+    }
+
+    fn report(&self) -> RunReport {
+        RunReport {
+            stop: self.stop.clone(),
+            states: self.state_counts(),
+            possible_duplicates: self
+                .jobs
+                .values()
+                .filter(|job| job.possible_duplicate)
+                .count(),
+            api_calls: self.api_calls,
+            throttled: self.throttled,
+        }
+    }
+}
+
+/// This many creates in a row rejected with the same message stop the run.
+const SYSTEMIC_REJECTIONS: usize = 3;
+
+/// What an API failure means for the call that met it.
+enum Disposition {
+    /// Put back in line (throttling); nothing to record.
+    Retried,
+    /// A transient failure: counts an attempt, retried after a backoff.
+    Attempt,
+    /// The request is wrong; retrying cannot help.
+    Final,
+    /// The run stops submitting; the call was not carried out.
+    Stop,
+}
+
+fn job_error(error: &ApiError) -> JobError {
+    JobError::new(error.code(), error.to_string())
+}
+
+fn jitter() -> f64 {
+    rand::rng().random::<f64>()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The outcome of subject choice for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Mapped(Vec<Mapping>),
+    NeedsMapping,
+    Fail(String),
+}
+
+/// Map a job's faces onto the subjects its video's analysis detected.
+pub fn choose_mappings(job: &Job, subjects: &[Subject], policy: MultiSubject) -> Choice {
+    if subjects.is_empty() {
+        return Choice::Fail("no person was detected in the video".into());
+    }
+    let mut detected: Vec<u32> = subjects.iter().map(|subject| subject.obj_id).collect();
+    detected.sort_unstable();
+    detected.dedup();
+    let listed = || {
+        detected
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut mappings = Vec::new();
+    for face in &job.spec.faces {
+        match face.obj_id {
+            Some(obj_id) if detected.contains(&obj_id) => {
+                mappings.push(Mapping {
+                    obj_id,
+                    img_url: face.face_url.clone(),
+                });
+            }
+            Some(obj_id) => {
+                return Choice::Fail(format!(
+                    "obj_id {obj_id} is not among the detected subjects ({})",
+                    listed()
+                ));
+            }
+            None if detected.len() == 1 => {
+                mappings.push(Mapping {
+                    obj_id: detected[0],
+                    img_url: face.face_url.clone(),
+                });
+            }
+            None => match policy {
+                MultiSubject::Skip => return Choice::NeedsMapping,
+                MultiSubject::First => {
+                    mappings.push(Mapping {
+                        obj_id: detected[0],
+                        img_url: face.face_url.clone(),
+                    });
+                }
+                MultiSubject::All => {
+                    for obj_id in detected.iter().take(5) {
+                        mappings.push(Mapping {
+                            obj_id: *obj_id,
+                            img_url: face.face_url.clone(),
+                        });
+                    }
+                }
+            },
+        }
+    }
+    Choice::Mapped(mappings)
+}

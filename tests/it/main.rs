@@ -1,0 +1,5 @@
+//! The integration suite: one binary, one module per area.
+
+mod crash;
+mod run_pipeline;
+mod support;
