@@ -1,5 +1,6 @@
 //! The integration suite: one binary, one module per area.
 
 mod crash;
+mod pressure;
 mod run_pipeline;
 mod support;

@@ -16,7 +16,7 @@ pub fn binary() -> Command {
 /// A simulator with fast timings and the test key; `tweak` adjusts the knobs.
 pub async fn simulator(tweak: impl FnOnce(&mut SimKnobs)) -> Simulator {
     let mut knobs = SimKnobs {
-        api_key: vec![KEY.to_string()],
+        api_keys: vec![KEY.to_string()],
         analysis_time: std::time::Duration::from_millis(100),
         render_time: std::time::Duration::from_millis(300),
         output_bytes: 64 * 1024,
@@ -53,7 +53,7 @@ impl Batch {
     pub fn run_command(&self, base_url: &str, extra: &[&str]) -> Command {
         let mut command = binary();
         command
-            .env_remove("AKOOL_API_KEY")
+            .env("AKOOL_API_KEY", KEY)
             .env_remove("RUST_LOG")
             .arg("--db")
             .arg(self.db())
@@ -62,7 +62,7 @@ impl Batch {
             .arg(self.manifest())
             .arg("--out")
             .arg(self.out())
-            .args(["--base-url", base_url, "--api-key", KEY])
+            .args(["--base-url", base_url])
             .args(["--rate", "200", "--burst", "20", "--concurrency", "8"])
             .args(["--poll-min", "20ms", "--poll-max", "500ms"])
             .args(["--analysis-guess", "100ms", "--render-guess", "300ms"])
