@@ -242,13 +242,11 @@ impl Client {
                     .get(RETRY_AFTER)
                     .and_then(|value| value.to_str().ok())
                     .and_then(wire::parse_retry_after);
-                match response.bytes().await {
-                    Ok(body) => Exchange::Answered {
-                        status,
-                        retry_after,
-                        body: body.to_vec(),
-                    },
-                    Err(error) => Exchange::Failed(error),
+                let body = response.bytes().await.map(|body| body.to_vec());
+                Exchange::Answered {
+                    status,
+                    retry_after,
+                    body,
                 }
             }
         };

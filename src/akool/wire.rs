@@ -22,13 +22,14 @@ const EXCERPT_CHARS: usize = 200;
 
 /// What came back for one request, before classification.
 pub(crate) enum Exchange {
-    /// The server answered and the whole body was read.
+    /// The server sent a status line and headers.
     Answered {
         status: u16,
         retry_after: Option<Duration>,
-        body: Vec<u8>,
+        /// The whole body, or why it could not be read to the end.
+        body: Result<Vec<u8>, reqwest::Error>,
     },
-    /// The request could not be sent, or the answer could not be read to the end.
+    /// The request could not be sent, or no answer came back.
     Failed(reqwest::Error),
 }
 
@@ -57,6 +58,7 @@ pub(crate) fn classify(exchange: Exchange) -> Result<Success, ApiError> {
     if status == 429 {
         return Err(ApiError::Throttled { retry_after });
     }
+    let body = body.map_err(transport_error)?;
     let Some(envelope) = parse_envelope(&body) else {
         // The request reached something, and what came back is not an answer from the API:
         // the request may or may not have been processed.
@@ -407,7 +409,7 @@ mod tests {
         Exchange::Answered {
             status,
             retry_after: None,
-            body: body.as_bytes().to_vec(),
+            body: Ok(body.as_bytes().to_vec()),
         }
     }
 
@@ -472,7 +474,7 @@ mod tests {
         let exchange = Exchange::Answered {
             status: 429,
             retry_after: Some(Duration::from_secs(3)),
-            body: b"Too Many Requests".to_vec(),
+            body: Ok(b"Too Many Requests".to_vec()),
         };
         assert_eq!(
             classify(exchange),

@@ -69,6 +69,22 @@ enum Fault {
     ServerError,
 }
 
+impl Fault {
+    fn name(&self) -> &'static str {
+        match self {
+            Fault::None => "none",
+            Fault::Reset {
+                after_processing: false,
+            } => "reset",
+            Fault::Reset {
+                after_processing: true,
+            } => "reset after processing",
+            Fault::HttpError => "http 502",
+            Fault::ServerError => "code 2001",
+        }
+    }
+}
+
 pub(super) async fn get_token(State(sim): Sim, body: Bytes) -> Response {
     let drop_after = match before_processing(&sim, Endpoint::Token).await {
         Ok(drop_after) => drop_after,
@@ -201,6 +217,9 @@ async fn before_processing(sim: &Shared, endpoint: Endpoint) -> Result<bool, Ref
         } else {
             Fault::None
         };
+        if !matches!(fault, Fault::None) {
+            tracing::debug!(?endpoint, fault = fault.name(), "simulator injects a fault");
+        }
         let faults = &mut state.stats.faults;
         match fault {
             Fault::Reset { .. } => faults.reset += 1,

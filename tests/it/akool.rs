@@ -839,3 +839,51 @@ async fn truncated_json_and_error_envelopes_from_a_plain_server() {
         })
     ));
 }
+
+#[tokio::test]
+async fn requests_carry_the_user_agent_and_the_credentials() {
+    use std::sync::{Arc, Mutex};
+
+    let seen: Arc<Mutex<Vec<(String, axum::http::HeaderMap)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let recorder = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            recorder.lock().unwrap().push((uri.to_string(), headers));
+            async { r#"{"code":1000,"msg":"OK","token":"tok-123","data":{"_id":"a1","status":1}}"# }
+        },
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    client(&base_url, "key-123")
+        .analysis_detail("a1")
+        .await
+        .unwrap();
+    let token = token_client(&base_url, "id-1", "secret-1");
+    token.analyze(VIDEO).await.unwrap();
+    token.analysis_detail("a1").await.unwrap();
+
+    let seen = seen.lock().unwrap();
+    let user_agent = format!("headswap-batch/{}", env!("CARGO_PKG_VERSION"));
+    for (_, headers) in seen.iter() {
+        assert_eq!(headers["user-agent"], user_agent.as_str());
+    }
+    let paths: Vec<&str> = seen.iter().map(|(uri, _)| uri.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/open/v4/headswap/analyze/detail?_id=a1",
+            "/api/open/v3/getToken",
+            "/api/open/v4/headswap/analyze",
+            "/api/open/v4/headswap/analyze/detail?_id=a1",
+        ]
+    );
+    assert_eq!(seen[0].1["x-api-key"], "key-123");
+    assert!(seen[0].1.get("authorization").is_none());
+    assert!(seen[1].1.get("x-api-key").is_none());
+    for (_, headers) in &seen[2..] {
+        assert_eq!(headers["authorization"], "Bearer tok-123");
+        assert!(headers.get("x-api-key").is_none());
+    }
+}
