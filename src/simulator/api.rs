@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::files::dropped_connection;
 use super::state::{
-    AnalysisRecord, Bucket, Outcome, Progress, Shared, Stage, TaskRecord, hex, team_id, user_id,
+    AnalysisRecord, Bucket, Outcome, Progress, Shared, Stage, TaskRecord, team_id, user_id,
 };
 use super::{CallCounts, ThrottleMode};
 
@@ -86,10 +86,10 @@ impl Fault {
 }
 
 pub(super) async fn get_token(State(sim): Sim, body: Bytes) -> Response {
-    let drop_after = match before_processing(&sim, Endpoint::Token).await {
-        Ok(drop_after) => drop_after,
-        Err(refusal) => return refusal.into_response(),
-    };
+    // Only creates are dropped after processing, so a token request is never.
+    if let Err(refusal) = before_processing(&sim, Endpoint::Token).await {
+        return refusal.into_response();
+    }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let client_id = body.get("clientId").and_then(Value::as_str);
     let client_secret = body.get("clientSecret").and_then(Value::as_str);
@@ -104,18 +104,10 @@ pub(super) async fn get_token(State(sim): Sim, body: Bytes) -> Response {
     if let Err(refusal) = throttle(&sim, client_secret) {
         return refusal.into_response();
     }
-    let token = {
-        let mut hasher = sha2::Sha256::default();
-        sha2::Digest::update(&mut hasher, sim.signing_key);
-        sha2::Digest::update(&mut hasher, format!("token:{client_id}:{client_secret}"));
-        hex(&sha2::Digest::finalize(hasher))
-    };
+    let token = sim.token_for(client_id, client_secret);
     sim.lock()
         .tokens
         .insert(token.clone(), client_secret.to_owned());
-    if drop_after {
-        return Refusal::Dropped.into_response();
-    }
     Json200(json!({"code": 1000, "msg": "OK", "token": token})).into_response()
 }
 
@@ -184,12 +176,16 @@ fn finish(admitted: Admitted, answer: Result<Response, Refusal>) -> Response {
 /// The whole gate of an authenticated endpoint.
 async fn admit(sim: &Shared, endpoint: Endpoint, headers: &HeaderMap) -> Result<Admitted, Refusal> {
     let drop_after_processing = before_processing(sim, endpoint).await?;
-    let team = authenticate(sim, headers)?;
-    throttle(sim, &team)?;
-    Ok(Admitted {
-        team,
-        drop_after_processing,
-    })
+    let checked = authenticate(sim, headers).and_then(|team| throttle(sim, &team).map(|()| team));
+    match checked {
+        Ok(team) => Ok(Admitted {
+            team,
+            drop_after_processing,
+        }),
+        // The connection was going to be dropped whatever the answer.
+        Err(_) if drop_after_processing => Err(Refusal::Dropped),
+        Err(refusal) => Err(refusal),
+    }
 }
 
 /// Count the call, wait `--latency`, and decide this request's injected fault. `Ok(true)`

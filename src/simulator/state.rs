@@ -213,6 +213,15 @@ impl Shared {
         base.mul_f64(factor.max(0.0))
     }
 
+    /// The bearer token getToken hands out for a client id and secret: the same one on
+    /// every call, as Akool's tokens are long-lived.
+    pub fn token_for(&self, client_id: &str, client_secret: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.signing_key);
+        hasher.update(format!("token:{client_id}:{client_secret}").as_bytes());
+        hex(&hasher.finalize())
+    }
+
     /// The signature of an output URL.
     pub fn sign(&self, task_id: &str, expires_ms: u64) -> String {
         let mut hasher = Sha256::new();
