@@ -1,11 +1,558 @@
-//! The local Akool simulator (stub; see issue for the full design).
+//! A faithful local stand-in for the Akool head-swap API, for tests, benchmarks, the `demo`
+//! command and dry runs (`headswap-batch simulate`).
+//!
+//! It speaks getToken and the four head-swap endpoints as akool-api.md describes them and
+//! serves the rendered files itself from signed, expiring URLs. Outcomes are steered by knobs
+//! ([`SimKnobs`]) and by query parameters of the source video URL: `subjects=N` people are
+//! detected (default 1), `duration=S` seconds long (outside 3–20 the analysis fails),
+//! `fail=analysis` / `fail=render` make that stage fail. All randomness (jitter, faults,
+//! ids) comes from one generator seeded by `--seed`, so a run is reproducible for a given
+//! order of requests.
+//!
+//! Layout: `state` holds the records and counters, `api` the five API endpoints and the gate
+//! in front of them (faults, auth, throttling), `files` the file host.
+
+mod api;
+mod files;
+mod state;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::exit::{Exit, Fatal};
+use state::Shared;
 
-/// Behaviour knobs of the simulator (flags of `simulate`).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SimKnobs {}
+/// Behaviour knobs of the simulator (the flags of `simulate`).
+///
+/// The command-line defaults are those of a realistic service (2 s analyses, 5 s renders,
+/// 20 % jitter). [`SimKnobs::default`] is for tests and in-process use: the same, except that
+/// analyses take 100 ms, renders 200 ms and there is no jitter. With either, the accepted API
+/// key is `demo-key` and the accepted client id (token flow) is `demo-client`, unless keys or
+/// ids are given.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct SimKnobs {
+    /// API key to accept (repeatable). Without any, only `demo-key` is accepted.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        default_value = "demo-key",
+        help_heading = "Simulator"
+    )]
+    pub api_keys: Vec<String>,
+    /// Client id to accept in getToken (repeatable); its clientSecret must be one of the API
+    /// keys. Without any, only `demo-client` is accepted.
+    #[arg(
+        long = "client-id",
+        value_name = "ID",
+        default_value = "demo-client",
+        help_heading = "Simulator"
+    )]
+    pub client_ids: Vec<String>,
+    /// How long an analysis takes.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s", help_heading = "Simulator")]
+    pub analysis_time: Duration,
+    /// How long a render takes.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", help_heading = "Simulator")]
+    pub render_time: Duration,
+    /// Random spread of analysis and render times, as a fraction of them (0–1).
+    #[arg(long, value_parser = parse_fraction, default_value_t = 0.2, help_heading = "Simulator")]
+    pub jitter: f64,
+    /// Credits on the account; each create costs one (1104 when none are left). Unlimited if absent.
+    #[arg(long, help_heading = "Simulator")]
+    pub credits: Option<u64>,
+    /// API requests per second per key, over all API endpoints; excess is throttled.
+    #[arg(long, value_parser = parse_rate, help_heading = "Simulator")]
+    pub rate_limit: Option<f64>,
+    /// How throttled requests are answered.
+    #[arg(long, value_enum, default_value_t = ThrottleMode::Code, help_heading = "Simulator")]
+    pub throttle: ThrottleMode,
+    /// Fraction of API requests answered {"code":2001,"msg":"server error"}.
+    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0, help_heading = "Faults")]
+    pub error_rate: f64,
+    /// Fraction of API requests answered HTTP 502 with an HTML page.
+    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0, help_heading = "Faults")]
+    pub http_error_rate: f64,
+    /// Fraction of API requests whose connection is dropped without an answer (for creates,
+    /// half of them after the task was created and billed).
+    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0, help_heading = "Faults")]
+    pub reset_rate: f64,
+    /// Delay added to every API response.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", help_heading = "Faults")]
+    pub latency: Duration,
+    /// Fraction of downloads that send part of the body, then drop the connection.
+    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0, help_heading = "Faults")]
+    pub truncate_rate: f64,
+    /// Size of every rendered file.
+    #[arg(long, default_value_t = 262_144, help_heading = "Simulator")]
+    pub output_bytes: u64,
+    /// Lifetime of an output URL; after it, the URL answers 403.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", help_heading = "Simulator")]
+    pub url_ttl: Duration,
+    /// Seed of the one random generator behind jitter, faults and ids.
+    #[arg(long, default_value_t = 0, help_heading = "Simulator")]
+    pub seed: u64,
+}
 
-pub fn run_cli(_listen: std::net::SocketAddr, _knobs: SimKnobs) -> Result<Exit, Fatal> {
-    Err(Fatal::new("not implemented yet"))
+impl Default for SimKnobs {
+    fn default() -> SimKnobs {
+        SimKnobs {
+            api_keys: vec!["demo-key".to_owned()],
+            client_ids: vec!["demo-client".to_owned()],
+            analysis_time: Duration::from_millis(100),
+            render_time: Duration::from_millis(200),
+            jitter: 0.0,
+            credits: None,
+            rate_limit: None,
+            throttle: ThrottleMode::Code,
+            error_rate: 0.0,
+            http_error_rate: 0.0,
+            reset_rate: 0.0,
+            latency: Duration::ZERO,
+            truncate_rate: 0.0,
+            output_bytes: 262_144,
+            url_ttl: Duration::from_secs(60),
+            seed: 0,
+        }
+    }
+}
+
+/// How throttled requests are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThrottleMode {
+    /// HTTP 200 with {"code":1005,"msg":"Frequent operation"}, as Akool does.
+    Code,
+    /// HTTP 429 with `Retry-After: 1`, as a gateway in front of it might.
+    Http,
+}
+
+/// The counters of `GET /_sim/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests that reached each endpoint, faulted and throttled ones included.
+    pub calls: CallCounts,
+    /// Requests answered 1005 or 429.
+    pub throttled: u64,
+    pub faults: FaultCounts,
+    /// One entry per distinct (video_url, mappings) that was created, so duplicates show.
+    pub creates: Vec<CreateCount>,
+    /// Sum over `creates` of `count - 1`.
+    pub duplicate_creates: u64,
+    /// Tasks created, each billed.
+    pub billed_creates: u64,
+    /// `None` when unlimited.
+    pub credits_left: Option<u64>,
+    /// Analysis records.
+    pub analyses: u64,
+    /// Task records.
+    pub tasks: u64,
+    pub downloads: DownloadCounts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallCounts {
+    pub token: u64,
+    pub analyze: u64,
+    pub analysis_detail: u64,
+    pub create: u64,
+    pub task_detail: u64,
+    pub download: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    /// Answered code 2001.
+    pub error: u64,
+    /// Answered HTTP 502.
+    pub http_error: u64,
+    /// Connections dropped without an answer, `reset_after_create` included.
+    pub reset: u64,
+    /// Of `reset`: creates whose task was made and billed before the connection was dropped.
+    pub reset_after_create: u64,
+    /// Downloads cut short.
+    pub truncate: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateCount {
+    pub video_url: String,
+    /// `obj_id=img_url` joined by `|`, in request order.
+    pub mappings: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DownloadCounts {
+    /// 200 and 206 answers started (truncated ones included).
+    pub served: u64,
+    /// 403 answers (bad signature or expired URL).
+    pub denied: u64,
+    /// Body bytes sent.
+    pub bytes: u64,
+}
+
+/// A running simulator. Dropping it stops the server too; [`Simulator::shutdown`] also waits
+/// until the port is released.
+pub struct Simulator {
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+}
+
+/// How long a graceful stop waits for open connections before cutting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl Simulator {
+    /// Bind `listen` (port 0 picks a free port) and serve in a background task.
+    pub async fn start(listen: SocketAddr, knobs: SimKnobs) -> std::io::Result<Simulator> {
+        check_knobs(&knobs)?;
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(knobs, addr));
+        let app = router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+                // A dropped sender (the Simulator dropped) stops the server as well.
+                let _ = stopped.await;
+            });
+            if let Err(error) = serving.await {
+                tracing::warn!(%error, "simulator stopped with an error");
+            }
+        });
+        tracing::debug!(%addr, "simulator listening");
+        Ok(Simulator {
+            shared,
+            stop: Some(stop),
+            server,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// `http://IP:PORT`; an unspecified listen address (0.0.0.0) shows as 127.0.0.1.
+    pub fn base_url(&self) -> String {
+        base_url_of(self.shared.addr)
+    }
+
+    /// The same data as `GET /_sim/stats`.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Top up the credits (no effect when they are unlimited).
+    pub fn add_credits(&self, n: u64) {
+        self.shared.add_credits(n);
+    }
+
+    /// Stop accepting, let open requests finish (for at most a few seconds), release the port.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let server = &mut self.server;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut *server)
+            .await
+            .is_err()
+        {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+}
+
+/// `headswap-batch simulate`: serve until SIGINT or SIGTERM. The first line on stdout is
+/// `listening on http://IP:PORT`, so scripts can start it on port 0 and read the address.
+pub fn run_cli(listen: SocketAddr, knobs: SimKnobs) -> Result<Exit, Fatal> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Fatal::new("could not start the async runtime").cause(error))?;
+    runtime.block_on(async move {
+        let simulator = Simulator::start(listen, knobs).await.map_err(|error| {
+            Fatal::new(format!("the simulator cannot listen on {listen}"))
+                .cause(error)
+                .hint("choose another address with --listen, e.g. --listen 127.0.0.1:0 for a free port")
+        })?;
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (the script stopped reading) must not stop the simulator.
+        let _ = writeln!(stdout, "listening on {}", simulator.base_url());
+        let _ = stdout.flush();
+        drop(stdout);
+        tracing::info!(base_url = %simulator.base_url(), "simulator running; stop with Ctrl-C");
+        wait_for_stop_signal().await?;
+        simulator.shutdown().await;
+        Ok(Exit::Success)
+    })
+}
+
+/// The bytes the simulator serves for a task's output: a deterministic function of the task
+/// id (`_id` of the create answer) and the length, starting with an MP4 `ftyp` box.
+pub fn output_content(task_id: &str, len: u64) -> Vec<u8> {
+    const FTYP: [u8; 24] = [
+        0, 0, 0, 24, b'f', b't', b'y', b'p', b'i', b's', b'o', b'm', 0, 0, 2, 0, b'i', b's', b'o',
+        b'm', b'm', b'p', b'4', b'2',
+    ];
+    let len = len as usize;
+    let mut content = Vec::with_capacity(len);
+    content.extend_from_slice(&FTYP[..FTYP.len().min(len)]);
+    let mut block: u64 = 0;
+    while content.len() < len {
+        let mut hasher = Sha256::new();
+        hasher.update(task_id.as_bytes());
+        hasher.update(block.to_le_bytes());
+        let digest = hasher.finalize();
+        let take = digest.len().min(len - content.len());
+        content.extend_from_slice(&digest[..take]);
+        block += 1;
+    }
+    content
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/open/v3/getToken", post(api::get_token))
+        .route("/api/open/v4/headswap/analyze", post(api::analyze))
+        .route(
+            "/api/open/v4/headswap/analyze/detail",
+            get(api::analysis_detail),
+        )
+        .route("/api/open/v4/headswap/task/create", post(api::create_task))
+        .route("/api/open/v4/headswap/task/detail", get(api::task_detail))
+        .route("/_sim/files/{file}", get(files::download))
+        .route("/_sim/previews/{analysis}/{file}", get(files::preview))
+        .route("/_sim/stats", get(stats))
+        .route("/_sim/credits", post(add_credits))
+        .with_state(shared)
+}
+
+async fn stats(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> axum::Json<Stats> {
+    axum::Json(shared.stats())
+}
+
+#[derive(Deserialize)]
+struct TopUp {
+    add: u64,
+}
+
+/// `POST /_sim/credits {"add": N}` → `{"credits_left": ...}`.
+async fn add_credits(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    axum::Json(top_up): axum::Json<TopUp>,
+) -> axum::Json<serde_json::Value> {
+    let left = shared.add_credits(top_up.add);
+    axum::Json(serde_json::json!({ "credits_left": left }))
+}
+
+fn base_url_of(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            SocketAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        }
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Knob values clap would refuse, refused for in-process use too.
+fn check_knobs(knobs: &SimKnobs) -> std::io::Result<()> {
+    let invalid = |message: String| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            message,
+        ))
+    };
+    for (name, value) in [
+        ("jitter", knobs.jitter),
+        ("error_rate", knobs.error_rate),
+        ("http_error_rate", knobs.http_error_rate),
+        ("reset_rate", knobs.reset_rate),
+        ("truncate_rate", knobs.truncate_rate),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            return invalid(format!(
+                "{name} must be a fraction between 0 and 1, not {value}"
+            ));
+        }
+    }
+    if knobs
+        .rate_limit
+        .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+    {
+        return invalid("rate_limit must be a positive number of requests per second".into());
+    }
+    if knobs.api_keys.iter().any(String::is_empty) {
+        return invalid("API keys must not be empty".into());
+    }
+    Ok(())
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a fraction between 0 and 1"))
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a positive rate"))
+    }
+}
+
+async fn wait_for_stop_signal() -> Result<(), Fatal> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|error| Fatal::new("could not listen for SIGTERM").cause(error))?;
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|error| Fatal::new("could not listen for SIGINT").cause(error))?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|error| Fatal::new("could not listen for Ctrl-C").cause(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, FromArgMatches};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<SimKnobs, clap::Error> {
+        let command = SimKnobs::augment_args(clap::Command::new("simulate"));
+        let matches = command
+            .try_get_matches_from(std::iter::once("simulate").chain(args.iter().copied()))?;
+        SimKnobs::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn command_line_defaults_are_a_realistic_service() {
+        let knobs = parse(&[]).unwrap();
+        assert_eq!(
+            knobs,
+            SimKnobs {
+                analysis_time: Duration::from_secs(2),
+                render_time: Duration::from_secs(5),
+                jitter: 0.2,
+                ..SimKnobs::default()
+            }
+        );
+    }
+
+    #[test]
+    fn flags_parse() {
+        let knobs = parse(&[
+            "--api-key",
+            "a",
+            "--api-key",
+            "b",
+            "--client-id",
+            "c",
+            "--analysis-time",
+            "300ms",
+            "--credits",
+            "3",
+            "--rate-limit",
+            "2.5",
+            "--throttle",
+            "http",
+            "--error-rate",
+            "0.1",
+            "--reset-rate",
+            "1",
+            "--latency",
+            "5ms",
+            "--url-ttl",
+            "2s",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(knobs.api_keys, ["a", "b"]);
+        assert_eq!(knobs.client_ids, ["c"]);
+        assert_eq!(knobs.analysis_time, Duration::from_millis(300));
+        assert_eq!(knobs.credits, Some(3));
+        assert_eq!(knobs.rate_limit, Some(2.5));
+        assert_eq!(knobs.throttle, ThrottleMode::Http);
+        assert_eq!(knobs.error_rate, 0.1);
+        assert_eq!(knobs.reset_rate, 1.0);
+        assert_eq!(knobs.latency, Duration::from_millis(5));
+        assert_eq!(knobs.url_ttl, Duration::from_secs(2));
+        assert_eq!(knobs.seed, 7);
+        assert!(parse(&["--error-rate", "1.5"]).is_err());
+        assert!(parse(&["--rate-limit", "0"]).is_err());
+        assert!(parse(&["--analysis-time", "soon"]).is_err());
+    }
+
+    #[test]
+    fn output_content_is_deterministic_and_sized() {
+        let content = output_content("task-a", 1000);
+        assert_eq!(content.len(), 1000);
+        assert_eq!(&content[4..8], b"ftyp");
+        assert_eq!(content, output_content("task-a", 1000));
+        assert_ne!(content, output_content("task-b", 1000));
+        // A shorter file is a prefix of a longer one.
+        assert_eq!(output_content("task-a", 10), content[..10]);
+        assert!(output_content("task-a", 0).is_empty());
+    }
+
+    #[test]
+    fn base_url_shows_a_reachable_address() {
+        assert_eq!(
+            base_url_of("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            base_url_of("127.0.0.1:9".parse().unwrap()),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(base_url_of("[::]:9".parse().unwrap()), "http://[::1]:9");
+    }
+
+    #[tokio::test]
+    async fn start_refuses_impossible_knobs() {
+        let knobs = SimKnobs {
+            reset_rate: 2.0,
+            ..SimKnobs::default()
+        };
+        let error = Simulator::start("127.0.0.1:0".parse().unwrap(), knobs)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    }
 }
