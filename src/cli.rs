@@ -47,6 +47,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Ingest a manifest and process every job until it is in a final state.
+    ///
+    /// A flag given twice takes its last value, so wrappers can append overrides.
+    #[command(args_override_self = true)]
     Run(RunArgs),
     /// Validate a manifest without touching the database or the network.
     Check(CheckArgs),

@@ -39,7 +39,7 @@ pub fn command(args: &DemoArgs) -> Result<Exit, Fatal> {
     };
     runtime.block_on(async {
         let knobs = SimKnobs {
-            api_key: vec![DEMO_KEY.to_string()],
+            api_keys: vec![DEMO_KEY.to_string()],
             analysis_time: Duration::from_millis(400),
             render_time: Duration::from_millis(1500),
             ..SimKnobs::default()

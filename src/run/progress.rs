@@ -25,6 +25,7 @@ pub struct Progress {
     started: Instant,
     done_at_start: Option<usize>,
     last_calls: (Instant, u64),
+    request_rate: f64,
     last_line: Option<Instant>,
     line_every: Duration,
 }
@@ -48,6 +49,7 @@ impl Progress {
             started: Instant::now(),
             done_at_start: None,
             last_calls: (Instant::now(), 0),
+            request_rate: 0.0,
             last_line: None,
             line_every,
         }
@@ -60,12 +62,12 @@ impl Progress {
         let now = Instant::now();
         let (since, calls_then) = self.last_calls;
         let window = now.duration_since(since).as_secs_f64();
-        let request_rate = if window > 0.0 {
-            (figures.api_calls - calls_then) as f64 / window
-        } else {
-            0.0
-        };
-        self.last_calls = (now, figures.api_calls);
+        // A rate over a very short window is noise; keep the previous one until a second passed.
+        if window >= 1.0 {
+            self.request_rate = (figures.api_calls - calls_then) as f64 / window;
+            self.last_calls = (now, figures.api_calls);
+        }
+        let request_rate = self.request_rate;
 
         let active: Vec<String> = figures
             .states

@@ -237,6 +237,8 @@ struct Dispatcher<'a> {
     /// Jobs not yet `done` (final ones are kept for the status view; `done` ones are counted).
     jobs: HashMap<String, Job>,
     done: usize,
+    /// Done jobs flagged `possible_duplicate`.
+    done_flagged: usize,
     /// Analyses of the videos that jobs in this run wait on, by video_url.
     analyses: HashMap<String, AnalysisRecord>,
     /// Jobs in `analyzing`, by the video they wait on.
@@ -299,6 +301,7 @@ impl<'a> Dispatcher<'a> {
             pacer,
             jobs: HashMap::new(),
             done: 0,
+            done_flagged: 0,
             analyses: HashMap::new(),
             waiting_on_video: HashMap::new(),
             ready: VecDeque::new(),
@@ -345,6 +348,7 @@ impl<'a> Dispatcher<'a> {
             match job.state {
                 JobState::Done => {
                     self.done += 1;
+                    self.done_flagged += usize::from(job.possible_duplicate);
                     continue;
                 }
                 JobState::Pending => {
@@ -987,10 +991,11 @@ impl<'a> Dispatcher<'a> {
                 match (task.status, task.output_url) {
                     (RemoteStatus::Completed, Some(url)) => {
                         if !refresh {
+                            // Refreshes keep counting: a link that keeps expiring must end.
                             self.at_service -= 1;
                             self.render_planner.record(elapsed);
+                            job.attempts = 0;
                         }
-                        job.attempts = 0;
                         job.apply(
                             Event::Rendered {
                                 output_url: Some(url),
@@ -1095,7 +1100,9 @@ impl<'a> Dispatcher<'a> {
                 self.store.put_job(job)?;
                 self.store.flush_async().await?;
                 self.etags.remove(&job_id);
-                self.jobs.remove(&job_id);
+                if let Some(job) = self.jobs.remove(&job_id) {
+                    self.done_flagged += usize::from(job.possible_duplicate);
+                }
                 self.done += 1;
             }
             Err(DownloadError::LinkExpired { status }) => {
@@ -1389,9 +1396,14 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn write_view(&self, live: bool) {
-        let mut snapshot = view::Snapshot::from_jobs(self.jobs.values(), now_ms());
-        snapshot.add_done(self.done);
-        snapshot.live = live;
+        let mut jobs: Vec<&Job> = self.jobs.values().collect();
+        jobs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let mut snapshot = view::Snapshot::from_jobs(jobs.into_iter(), now_ms());
+        // Done jobs are not kept in memory; only counted.
+        snapshot.jobs += self.done;
+        *snapshot.states.entry(JobState::Done).or_default() += self.done;
+        snapshot.possible_duplicates += self.done_flagged;
+        snapshot.pid = live.then(std::process::id);
         if let Err(error) = view::write_snapshot(&self.settings.db_path, &snapshot) {
             tracing::debug!("could not write the status view: {error}");
         }
@@ -1401,11 +1413,12 @@ impl<'a> Dispatcher<'a> {
         RunReport {
             stop: self.stop.clone(),
             states: self.state_counts(),
-            possible_duplicates: self
-                .jobs
-                .values()
-                .filter(|job| job.possible_duplicate)
-                .count(),
+            possible_duplicates: self.done_flagged
+                + self
+                    .jobs
+                    .values()
+                    .filter(|job| job.possible_duplicate)
+                    .count(),
             api_calls: self.api_calls,
             throttled: self.throttled,
         }

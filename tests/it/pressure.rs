@@ -21,13 +21,20 @@ fn manifest(jobs: usize, videos: usize) -> String {
 }
 
 fn states(batch: &Batch) -> HashMap<String, String> {
-    batch.export().into_iter().map(|row| (row["id"].clone(), row["state"].clone())).collect()
+    batch
+        .export()
+        .into_iter()
+        .map(|row| (row["id"].clone(), row["state"].clone()))
+        .collect()
 }
 
 #[track_caller]
 fn assert_all(batch: &Batch, expected: &str) {
     let states = states(batch);
-    let odd: Vec<_> = states.iter().filter(|(_, state)| *state != expected).collect();
+    let odd: Vec<_> = states
+        .iter()
+        .filter(|(_, state)| *state != expected)
+        .collect();
     assert!(odd.is_empty(), "jobs not {expected}: {odd:?}");
 }
 
@@ -45,10 +52,18 @@ async fn throttling_at_a_fifth_of_the_rate_costs_no_job_and_the_rate_adapts() {
             &["--rate", "40", "--burst", "4", "--max-attempts", "2"],
         ))
         .await;
-        assert_eq!(output.status.code(), Some(0), "{mode:?}: {}", text(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{mode:?}: {}",
+            text(&output.stderr)
+        );
         assert_all(&batch, "done");
         let stats = sim.stats();
-        assert!(stats.throttled > 0, "{mode:?}: the limit was reached: {stats:?}");
+        assert!(
+            stats.throttled > 0,
+            "{mode:?}: the limit was reached: {stats:?}"
+        );
         let api_calls = stats.calls.analyze
             + stats.calls.analysis_detail
             + stats.calls.create
@@ -79,13 +94,28 @@ async fn every_fault_at_once_still_finishes_with_correct_files() {
     let batch = Batch::new(&manifest(20, 4));
     let output = finish(batch.run_command(
         &sim.base_url(),
-        &["--rate", "200", "--max-attempts", "30", "--request-timeout", "5s"],
+        &[
+            "--rate",
+            "200",
+            "--max-attempts",
+            "30",
+            "--request-timeout",
+            "5s",
+        ],
     ))
     .await;
-    assert_eq!(output.status.code(), Some(0), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
     let rows = batch.export();
     let stats = sim.stats();
-    assert!(stats.faults.error + stats.faults.http_error + stats.faults.reset > 0, "{stats:?}");
+    assert!(
+        stats.faults.error + stats.faults.http_error + stats.faults.reset > 0,
+        "{stats:?}"
+    );
     assert!(stats.faults.truncate > 0, "{stats:?}");
     let flagged: HashMap<(String, String), bool> = rows
         .iter()
@@ -97,11 +127,20 @@ async fn every_fault_at_once_still_finishes_with_correct_files() {
     for row in &rows {
         assert_eq!(row["state"], "done", "{row:?}");
         let bytes = std::fs::read(batch.out().join(format!("{}.mp4", row["id"]))).unwrap();
-        assert_eq!(bytes, output_content(&row["task_id"], 256 * 1024), "{}'s file", row["id"]);
+        assert_eq!(
+            bytes,
+            output_content(&row["task_id"], 256 * 1024),
+            "{}'s file",
+            row["id"]
+        );
     }
     for entry in stats.creates.iter().filter(|entry| entry.count > 1) {
         let key = (entry.video_url.clone(), entry.mappings.clone());
-        assert_eq!(flagged.get(&key), Some(&true), "unflagged duplicate: {entry:?}");
+        assert_eq!(
+            flagged.get(&key),
+            Some(&true),
+            "unflagged duplicate: {entry:?}"
+        );
     }
     assert_no_part_files(&batch.out());
     sim.shutdown().await;
@@ -112,18 +151,38 @@ async fn out_of_credits_exits_5_and_a_top_up_continues_without_duplicates() {
     let sim = simulator(|knobs| knobs.credits = Some(3)).await;
     let batch = Batch::new(&manifest(8, 2));
     let output = finish(batch.run_command(&sim.base_url(), &["--concurrency", "2"])).await;
-    assert_eq!(output.status.code(), Some(5), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "stderr: {}",
+        text(&output.stderr)
+    );
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("out of credits") && stderr.contains("5 job(s) wait"), "{stderr}");
+    assert!(
+        stderr.contains("out of credits") && stderr.contains("5 job(s) wait"),
+        "{stderr}"
+    );
     let states = states(&batch);
-    assert_eq!(states.values().filter(|state| *state == "done").count(), 3, "{states:?}");
-    assert!(!states.values().any(|state| state == "failed"), "{states:?}");
+    assert_eq!(
+        states.values().filter(|state| *state == "done").count(),
+        3,
+        "{states:?}"
+    );
+    assert!(
+        !states.values().any(|state| state == "failed"),
+        "{states:?}"
+    );
     let creates_before = sim.stats().billed_creates;
     assert_eq!(creates_before, 3);
 
     sim.add_credits(100);
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(output.status.code(), Some(0), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
     assert_all(&batch, "done");
     let stats = sim.stats();
     assert_eq!(stats.billed_creates, 8);
@@ -138,12 +197,23 @@ async fn a_rejected_key_exits_1_at_once_and_fails_no_job() {
     let mut command = batch.run_command(&sim.base_url(), &[]);
     command.args(["--api-key", "wrong-key-123"]);
     let output = finish(command).await;
-    assert_eq!(output.status.code(), Some(1), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stderr: {}",
+        text(&output.stderr)
+    );
     let stderr = text(&output.stderr);
     assert!(stderr.contains("rejected the credentials"), "{stderr}");
-    assert!(!stderr.contains("wrong-key-123"), "the key is never printed: {stderr}");
+    assert!(
+        !stderr.contains("wrong-key-123"),
+        "the key is never printed: {stderr}"
+    );
     let states = states(&batch);
-    assert!(!states.values().any(|state| state == "failed"), "{states:?}");
+    assert!(
+        !states.values().any(|state| state == "failed"),
+        "{states:?}"
+    );
     sim.shutdown().await;
 }
 
@@ -151,15 +221,29 @@ async fn a_rejected_key_exits_1_at_once_and_fails_no_job() {
 async fn the_same_rejection_on_several_creates_stops_the_run_without_failing_jobs() {
     let sim = simulator(|_| {}).await;
     let batch = Batch::new(&manifest(10, 1));
-    let output =
-        finish(batch.run_command(&sim.base_url(), &["--model", "not-enabled", "--concurrency", "1"]))
-            .await;
-    assert_eq!(output.status.code(), Some(1), "stderr: {}", text(&output.stderr));
+    let output = finish(batch.run_command(
+        &sim.base_url(),
+        &["--model", "not-enabled", "--concurrency", "1"],
+    ))
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stderr: {}",
+        text(&output.stderr)
+    );
     let stderr = text(&output.stderr);
     assert!(stderr.contains("does not support this feature"), "{stderr}");
     let states = states(&batch);
-    assert!(!states.values().any(|state| state == "failed"), "{states:?}");
-    assert_eq!(sim.stats().calls.create, 3, "stopped after three identical rejections");
+    assert!(
+        !states.values().any(|state| state == "failed"),
+        "{states:?}"
+    );
+    assert_eq!(
+        sim.stats().calls.create,
+        3,
+        "stopped after three identical rejections"
+    );
     sim.shutdown().await;
 }
 
@@ -172,9 +256,19 @@ async fn max_runtime_exits_4_and_the_rerun_finishes() {
         &["--max-runtime", "1s", "--concurrency", "2"],
     ))
     .await;
-    assert_eq!(output.status.code(), Some(4), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "stderr: {}",
+        text(&output.stderr)
+    );
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(output.status.code(), Some(0), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
     assert_all(&batch, "done");
     assert_eq!(sim.stats().duplicate_creates, 0);
     sim.shutdown().await;
@@ -193,10 +287,17 @@ async fn sigterm_and_sigint_stop_gracefully_and_the_rerun_finishes() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         unsafe { libc::kill(child.id() as i32, signal) };
-        let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
         assert_eq!(status.code(), Some(code), "signal {signal}");
         let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-        assert_eq!(output.status.code(), Some(0), "stderr: {}", text(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "stderr: {}",
+            text(&output.stderr)
+        );
         assert_all(&batch, "done");
         assert_eq!(sim.stats().duplicate_creates, 0, "signal {signal}");
         sim.shutdown().await;
@@ -210,7 +311,12 @@ async fn retry_sends_failed_renders_back_and_reports_what_it_did() {
         "id,video_url,face_url\nbad,http://v.example/x.mp4?fail=render,http://f.example/a.jpg\n",
     );
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(output.status.code(), Some(3), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "stderr: {}",
+        text(&output.stderr)
+    );
     assert_eq!(states(&batch)["bad"], "failed");
 
     let output = crate::support::binary()
@@ -220,11 +326,24 @@ async fn retry_sends_failed_renders_back_and_reports_what_it_did() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).contains("bad: failed -> ready"), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stdout).contains("bad: failed -> ready"),
+        "{}",
+        text(&output.stdout)
+    );
     assert_eq!(states(&batch)["bad"], "ready");
 
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(output.status.code(), Some(3), "stderr: {}", text(&output.stderr));
-    assert_eq!(sim.stats().calls.create, 2, "the failed render was rendered again");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    assert_eq!(
+        sim.stats().calls.create,
+        2,
+        "the failed render was rendered again"
+    );
     sim.shutdown().await;
 }

@@ -111,11 +111,36 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Run a command to completion off the async runtime's threads.
+/// Run a command to completion off the async runtime's threads. A run that hangs is killed
+/// after two minutes (and the test fails) rather than left behind.
 pub async fn finish(mut command: Command) -> Output {
-    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        let pid = child.id() as i32;
+        let (finished, watchdog_sees) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let timed_out = watchdog_sees
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .is_err();
+            if timed_out {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            timed_out
+        });
+        let output = child.wait_with_output().expect("the binary runs");
+        let _ = finished.send(());
+        assert!(
+            !watchdog.join().unwrap(),
+            "the command hung and was killed: {command:?}"
+        );
+        output
+    })
+    .await
+    .unwrap()
 }
 
 /// No `.part` file is left in the folder.
