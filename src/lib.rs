@@ -6,6 +6,7 @@
 pub mod akool;
 pub mod check;
 pub mod cli;
+pub mod crash;
 pub mod demo;
 pub mod exit;
 pub mod job;

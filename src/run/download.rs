@@ -203,6 +203,10 @@ pub async fn download(
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(|e| local(e, &part))?;
+        if written * 2 >= total && (written - chunk.len() as u64) * 2 < total {
+            file.flush().await.map_err(|e| local(e, &part))?;
+            crate::crash::point(crate::crash::DOWNLOAD_MIDWAY);
+        }
     }
     file.flush().await.map_err(|e| local(e, &part))?;
     if written != total {
@@ -219,6 +223,7 @@ pub async fn download(
     sync_dir(&request.out_dir)
         .await
         .map_err(|e| local(e, &request.out_dir))?;
+    crate::crash::point(crate::crash::DOWNLOAD_RENAMED);
     let output = Output {
         path: final_path.display().to_string(),
         bytes: total,

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::akool::{Analysis, ApiError, Client, CreateTask, Mapping, RemoteStatus, Subject, Task};
 use crate::cli::{MultiSubject, OnAmbiguous};
+use crate::crash;
 use crate::job::{
     AnalysisRecord, AnalysisState, Event, IllegalTransition, Job, JobError, JobState, Output,
 };
@@ -622,6 +623,7 @@ impl<'a> Dispatcher<'a> {
                 record.updated_ms = now_ms();
                 self.store.put_analysis(record)?;
                 self.store.flush_async().await?;
+                crash::point(crash::ANALYZE_INTENT_FLUSHED);
                 self.workers.spawn(async move {
                     let result = client.analyze(&video_url).await;
                     Outcome::Analyze { video_url, result }
@@ -645,6 +647,7 @@ impl<'a> Dispatcher<'a> {
                     // The intent must be on disk before the request can leave.
                     self.store.flush_async().await?;
                 }
+                crash::point(crash::CREATE_INTENT_FLUSHED);
                 let request = CreateTask {
                     video_url: job.spec.video_url.clone(),
                     mappings: job.mappings.clone(),
@@ -728,6 +731,7 @@ impl<'a> Dispatcher<'a> {
     ) -> Result<(), RunError> {
         match result {
             Ok(analysis) => {
+                crash::point(crash::ANALYZE_ANSWERED);
                 self.stage_succeeded(&video_url);
                 let now = now_ms();
                 let record = self.analyses.get_mut(&video_url).expect("analysis exists");
@@ -870,6 +874,7 @@ impl<'a> Dispatcher<'a> {
         let now = now_ms();
         match result {
             Ok(task) => {
+                crash::point(crash::CREATE_ANSWERED);
                 self.stage_succeeded(&job_id);
                 self.rejections = None;
                 let job = self.jobs.get_mut(&job_id).expect("job exists");
@@ -877,6 +882,7 @@ impl<'a> Dispatcher<'a> {
                 self.store.put_job(job)?;
                 // The task id is the only handle on what was paid for: durable at once.
                 self.store.flush_async().await?;
+                crash::point(crash::CREATE_STORED);
                 let delay = self
                     .render_planner
                     .next_delay(Duration::ZERO, 0.0, jitter());
@@ -1003,6 +1009,9 @@ impl<'a> Dispatcher<'a> {
                             now,
                         )?;
                         self.store.put_job(job)?;
+                        // The download is a side effect on disk: its state goes first.
+                        self.store.flush_async().await?;
+                        crash::point(crash::RENDER_STORED);
                         self.downloads_waiting.push_back(job_id);
                     }
                     (RemoteStatus::Failed, _) if !refresh => {
@@ -1099,6 +1108,7 @@ impl<'a> Dispatcher<'a> {
                 job.apply(Event::Downloaded { output }, now)?;
                 self.store.put_job(job)?;
                 self.store.flush_async().await?;
+                crash::point(crash::DONE_STORED);
                 self.etags.remove(&job_id);
                 if let Some(job) = self.jobs.remove(&job_id) {
                     self.done_flagged += usize::from(job.possible_duplicate);
@@ -1172,12 +1182,25 @@ impl<'a> Dispatcher<'a> {
     /// After an analysis completes: choose each waiting job's subjects.
     fn map_jobs(&mut self, video_url: &str, subjects: &[Subject]) -> Result<(), RunError> {
         let now = now_ms();
+        let analysis_id = self
+            .analyses
+            .get(video_url)
+            .and_then(|record| record.analysis_id.clone());
         for job_id in self.waiting_on_video.remove(video_url).unwrap_or_default() {
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 continue;
             };
             if job.state != JobState::Analyzing {
                 continue;
+            }
+            if job.analysis_id.is_none() {
+                // Which analysis the job's subjects come from, for the export and support.
+                job.apply(
+                    Event::AnalysisStarted {
+                        analysis_id: analysis_id.clone(),
+                    },
+                    now,
+                )?;
             }
             let event = match choose_mappings(job, subjects, self.settings.multi_subject) {
                 Choice::Mapped(mappings) => {

@@ -2,6 +2,7 @@
 
 mod akool;
 mod crash;
+mod crash_points;
 mod pressure;
 mod run_pipeline;
 mod simulator;
