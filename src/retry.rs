@@ -17,11 +17,7 @@ pub fn command(db: &Path, args: &RetryArgs) -> Result<Exit, Fatal> {
         return Err(Fatal::new("say which jobs to retry")
             .hint("use --failed, --expired, --ids a,b,... or a combination"));
     }
-    if !db.exists() {
-        return Err(Fatal::new(format!("no database at {}", db.display()))
-            .hint("run `headswap-batch run MANIFEST` first (or pass --db)"));
-    }
-    let store = Store::open(db)?;
+    let store = Store::open_existing(db)?;
     let wanted_ids: BTreeSet<&str> = args.ids.iter().map(|id| id.trim()).collect();
     let mut found_ids = BTreeSet::new();
     let mut retried = Vec::new();
