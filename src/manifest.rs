@@ -605,10 +605,14 @@ impl<'h> Builder<'h> {
                 }
                 Entry::Occupied(slot) => {
                     let earlier = *slot.get();
-                    row = Err(match &candidate.key {
-                        Key::Derived(_) => format!("duplicate of line {earlier}"),
-                        _ => format!("id {:?} is also used by line {earlier}", slot.key()),
-                    });
+                    match &candidate.key {
+                        Key::Derived(_) => row = Err(format!("duplicate of line {earlier}")),
+                        Key::Given(id) => {
+                            row = Err(format!("id {id:?} is also used by line {earlier}"));
+                        }
+                        // Only the replacement id clashed: the row's own reason stands.
+                        Key::Unusable(_) => {}
+                    }
                     fresh_line_id(&mut taken, line)
                 }
             };
