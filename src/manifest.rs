@@ -854,12 +854,20 @@ fn check_url(column: &str, value: &str) -> Result<(), String> {
         return Err(format!("{column} is blank"));
     }
     let shown = Shown(value);
-    if value.chars().any(char::is_control) {
+    // Most URLs are ASCII: test bytes rather than decode characters.
+    let any_char = |test: fn(char) -> bool| {
+        if value.is_ascii() {
+            value.bytes().any(|byte| test(char::from(byte)))
+        } else {
+            value.chars().any(test)
+        }
+    };
+    if any_char(char::is_control) {
         return Err(format!(
             "{column}: {shown:?} contains a control character (a line break?)"
         ));
     }
-    if value.chars().any(char::is_whitespace) {
+    if any_char(char::is_whitespace) {
         return Err(format!(
             "{column}: {shown:?} contains a space (write it as %20)"
         ));

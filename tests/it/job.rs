@@ -95,7 +95,10 @@ fn job_in(state: JobState) -> Job {
 
 /// One representative of every event, with where it may go: `(from, to)` pairs; every
 /// other state must refuse it.
-fn transitions() -> Vec<(&'static str, Event, Vec<(JobState, JobState)>)> {
+/// An event's name, the event, and its legal `(from, to)` moves.
+type Transitions = (&'static str, Event, Vec<(JobState, JobState)>);
+
+fn transitions() -> Vec<Transitions> {
     let active = [
         S::Pending,
         S::Analyzing,
