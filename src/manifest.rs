@@ -605,10 +605,14 @@ impl<'h> Builder<'h> {
                 }
                 Entry::Occupied(slot) => {
                     let earlier = *slot.get();
-                    row = Err(match &candidate.key {
-                        Key::Derived(_) => format!("duplicate of line {earlier}"),
-                        _ => format!("id {:?} is also used by line {earlier}", slot.key()),
-                    });
+                    match &candidate.key {
+                        Key::Derived(_) => row = Err(format!("duplicate of line {earlier}")),
+                        Key::Given(id) => {
+                            row = Err(format!("id {id:?} is also used by line {earlier}"));
+                        }
+                        // Only the replacement id clashed: the row's own reason stands.
+                        Key::Unusable(_) => {}
+                    }
                     fresh_line_id(&mut taken, line)
                 }
             };
@@ -850,12 +854,20 @@ fn check_url(column: &str, value: &str) -> Result<(), String> {
         return Err(format!("{column} is blank"));
     }
     let shown = Shown(value);
-    if value.chars().any(char::is_control) {
+    // Most URLs are ASCII: test bytes rather than decode characters.
+    let any_char = |test: fn(char) -> bool| {
+        if value.is_ascii() {
+            value.bytes().any(|byte| test(char::from(byte)))
+        } else {
+            value.chars().any(test)
+        }
+    };
+    if any_char(char::is_control) {
         return Err(format!(
             "{column}: {shown:?} contains a control character (a line break?)"
         ));
     }
-    if value.chars().any(char::is_whitespace) {
+    if any_char(char::is_whitespace) {
         return Err(format!(
             "{column}: {shown:?} contains a space (write it as %20)"
         ));

@@ -24,6 +24,9 @@ pub const MAX_IN_FLIGHT_LISTED: usize = 50;
 /// Failed jobs listed in a snapshot; the rest are counted in `more_failures`.
 pub const MAX_FAILURES_LISTED: usize = 100;
 
+/// A live view older than this is probably not from the process holding the database.
+const STALE_VIEW: Duration = Duration::from_secs(60);
+
 /// What `status` shows; also the JSON of `status --json` and of the snapshot file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -394,6 +397,14 @@ fn write_status_text(
             db.display(),
             humantime::format_duration(age)
         )?;
+        if age > STALE_VIEW {
+            // The process holding the database refreshes the view every few seconds; an old
+            // one was probably left by an earlier run, and this one has not written yet.
+            writeln!(
+                out,
+                "note: this view may be stale; the process holding the database has not refreshed it"
+            )?;
+        }
     } else {
         writeln!(out, "{}", db.display())?;
     }

@@ -1,9 +1,14 @@
 //! The integration suite: one binary, one module per area.
 
 mod akool;
+mod cli_check;
 mod crash;
 mod crash_points;
+mod job;
+mod manifest;
 mod pressure;
 mod run_pipeline;
 mod simulator;
+mod store;
 mod support;
+mod view;
