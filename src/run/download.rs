@@ -58,11 +58,13 @@ pub fn part_path(out_dir: &Path, job_id: &str) -> PathBuf {
 }
 
 /// Download `request.url` into `<out_dir>/<job_id>.mp4`, resuming a part file if one exists.
+/// `etag` is the validator of the part file's bytes, if known; it is updated from the answer so
+/// that a later resume can send `If-Range`.
 pub async fn download(
     http: &reqwest::Client,
     request: &DownloadRequest,
-    etag: Option<&str>,
-) -> Result<(Output, Option<String>), DownloadError> {
+    etag: &mut Option<String>,
+) -> Result<Output, DownloadError> {
     let url = reqwest::Url::parse(&request.url).map_err(|e| DownloadError::Refused {
         detail: format!("output URL is not a URL: {e}"),
     })?;
@@ -90,17 +92,15 @@ pub async fn download(
     let mut builder = http.get(url).timeout(Duration::from_secs(24 * 3600));
     if offset > 0 {
         builder = builder.header(RANGE, format!("bytes={offset}-"));
-        if let Some(etag) = etag {
+        if let Some(etag) = etag.as_deref() {
             builder = builder.header(IF_RANGE, etag);
         }
     }
     let mut response = builder.send().await.map_err(|e| transient(&e))?;
     let status = response.status();
-    let new_etag = response
-        .headers()
-        .get(ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    if let Some(value) = response.headers().get(ETAG).and_then(|v| v.to_str().ok()) {
+        *etag = Some(value.to_owned());
+    }
     let total = match status {
         StatusCode::OK => {
             // The server sends the whole file (no part, or it ignored / refused the range).
@@ -229,7 +229,7 @@ pub async fn download(
         bytes: total,
         sha256: hex(&hasher.finalize()),
     };
-    Ok((output, new_etag))
+    Ok(output)
 }
 
 fn transient(error: &reqwest::Error) -> DownloadError {

@@ -225,7 +225,9 @@ enum Outcome {
     },
     Download {
         job_id: String,
-        result: Result<(Output, Option<String>), DownloadError>,
+        result: Result<Output, DownloadError>,
+        /// The file's validator, for `If-Range` when this download is resumed.
+        etag: Option<String>,
     },
 }
 
@@ -692,11 +694,15 @@ impl<'a> Dispatcher<'a> {
             max_bytes: self.settings.max_download_bytes,
             stall_timeout: self.settings.stall_timeout,
         };
-        let etag = self.etags.get(&job_id).cloned();
+        let mut etag = self.etags.get(&job_id).cloned();
         let http = self.client.http().clone();
         let task = self.workers.spawn(async move {
-            let result = download::download(&http, &request, etag.as_deref()).await;
-            Outcome::Download { job_id, result }
+            let result = download::download(&http, &request, &mut etag).await;
+            Outcome::Download {
+                job_id,
+                result,
+                etag,
+            }
         });
         self.download_tasks.insert(request_id, task);
     }
@@ -716,9 +722,16 @@ impl<'a> Dispatcher<'a> {
                 refresh,
                 result,
             } => self.on_task_detail(job_id, refresh, result).await,
-            Outcome::Download { job_id, result } => {
+            Outcome::Download {
+                job_id,
+                result,
+                etag,
+            } => {
                 self.downloads_running -= 1;
                 self.download_tasks.remove(&job_id);
+                if let Some(etag) = etag {
+                    self.etags.insert(job_id.clone(), etag);
+                }
                 self.on_download(job_id, result).await
             }
         }
@@ -1098,13 +1111,13 @@ impl<'a> Dispatcher<'a> {
     async fn on_download(
         &mut self,
         job_id: String,
-        result: Result<(Output, Option<String>), DownloadError>,
+        result: Result<Output, DownloadError>,
     ) -> Result<(), RunError> {
         let now = now_ms();
         let job = self.jobs.get_mut(&job_id).expect("job exists");
         match result {
-            Ok((output, _etag)) => {
-                tracing::info!(job = %job_id, bytes = output.bytes, "done");
+            Ok(output) => {
+                tracing::debug!(job = %job_id, bytes = output.bytes, "done");
                 job.apply(Event::Downloaded { output }, now)?;
                 self.store.put_job(job)?;
                 self.store.flush_async().await?;
