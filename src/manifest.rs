@@ -22,8 +22,8 @@
 //!   same file is idempotent; two such identical rows are a duplicate, not two jobs.
 //! - A row that cannot be given its own id (a bad id, a duplicate) gets the id `line-<N>`.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -138,7 +138,7 @@ impl Manifest {
 
     /// How many distinct `video_url`s the valid jobs use (= analyses needed).
     pub fn distinct_videos(&self) -> usize {
-        let mut videos = std::collections::HashSet::new();
+        let mut videos = HashSet::new();
         for job in &self.jobs {
             if let Ok(raw) = &job.row {
                 videos.insert(raw.video_url.as_str());
@@ -408,14 +408,14 @@ impl Header {
         ];
         let mut known: [Option<usize>; 8] = [None; 8];
         let mut extra = Vec::new();
-        let mut seen: HashMap<String, ()> = HashMap::new();
+        let mut seen = HashSet::new();
         for (index, name) in record.iter().enumerate() {
             let name = name.trim();
             if name.is_empty() {
                 continue;
             }
             let folded = name.to_lowercase();
-            if seen.insert(folded.clone(), ()).is_some() {
+            if !seen.insert(folded.clone()) {
                 return Err(ManifestError::DuplicateColumn {
                     path: path.to_path_buf(),
                     column: name.to_string(),
@@ -514,10 +514,10 @@ impl<'h> Builder<'h> {
                 .and_then(|index| record.get(index))
                 .map_or("", str::trim)
         };
-        let id = cell(header.id).to_string();
+        let id = cell(header.id);
         let video_url = cell(Some(header.video_url)).to_string();
-        let face_url = cell(Some(header.face_url)).to_string();
-        let obj_id_text = cell(header.obj_id).to_string();
+        let face_url = cell(Some(header.face_url));
+        let obj_id_text = cell(header.obj_id);
         let extra = header
             .extra
             .iter()
@@ -533,8 +533,8 @@ impl<'h> Builder<'h> {
         } else {
             validate_fields(
                 &video_url,
-                &face_url,
-                &obj_id_text,
+                face_url,
+                obj_id_text,
                 cell(header.resolution),
                 cell(header.model_name),
                 cell(header.keep_original_sound),
@@ -547,11 +547,11 @@ impl<'h> Builder<'h> {
                 Ok(fields) => fields.face.obj_id.map(|obj_id| obj_id.to_string()),
                 Err(_) => None,
             };
-            let obj_id = obj_id.as_deref().unwrap_or(&obj_id_text);
-            Key::Derived(derived_id(&video_url, obj_id, &face_url))
+            let obj_id = obj_id.as_deref().unwrap_or(obj_id_text);
+            Key::Derived(derived_id(&video_url, obj_id, face_url))
         } else {
-            match check_id(&id) {
-                Ok(()) => Key::Given(id.clone()),
+            match check_id(id) {
+                Ok(()) => Key::Given(id.to_string()),
                 Err(reason) => Key::Unusable(reason),
             }
         };
@@ -562,15 +562,11 @@ impl<'h> Builder<'h> {
             fields,
         };
         if let Key::Given(given) = &key {
-            match self.groups.entry(given.clone()) {
-                Entry::Occupied(slot) => {
-                    self.candidates[*slot.get()].rows.push(row);
-                    return;
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(self.candidates.len());
-                }
+            if let Some(&index) = self.groups.get(given) {
+                self.candidates[index].rows.push(row);
+                return;
             }
+            self.groups.insert(given.clone(), self.candidates.len());
         }
         self.candidates.push(Candidate {
             key,
@@ -579,83 +575,117 @@ impl<'h> Builder<'h> {
     }
 
     fn finish(self) -> Vec<ManifestJob> {
-        // Which line first used each id: a later candidate with the same id is a duplicate
-        // (blank-id rows) or a clash (a derived id that equals a given one, `line-N` ids).
-        let mut taken: HashMap<String, u64> = HashMap::with_capacity(self.candidates.len());
         let mut jobs = Vec::with_capacity(self.candidates.len());
-        for candidate in self.candidates {
-            let first = &candidate.rows[0];
+        let mut kinds = Vec::with_capacity(self.candidates.len());
+        for Candidate { key, rows } in self.candidates {
+            let first = &rows[0];
             let line = first.line;
-            let (wanted_id, id_problem) = match &candidate.key {
-                Key::Given(id) | Key::Derived(id) => (id.clone(), None),
-                Key::Unusable(reason) => (format!("line-{line}"), Some(reason.clone())),
-            };
-            let mut row = match id_problem {
-                Some(id_reason) => Err(match &first.fields {
-                    Ok(_) => id_reason,
-                    Err(field_reason) => format!("{id_reason}; {field_reason}"),
-                }),
-                None => assemble(&wanted_id, &candidate.rows),
-            };
-            let id = match taken.entry(wanted_id) {
-                Entry::Vacant(slot) => {
-                    let id = slot.key().clone();
-                    slot.insert(line);
-                    id
+            let lines = rows.iter().map(|row| row.line).collect();
+            let video_url = first.video_url.clone();
+            let extra = first.extra.clone();
+            let (id, row, kind) = match key {
+                Key::Given(id) => {
+                    let row = assemble(&id, rows);
+                    (id, row, Kind::Given)
                 }
-                Entry::Occupied(slot) => {
-                    let earlier = *slot.get();
-                    match &candidate.key {
-                        Key::Derived(_) => row = Err(format!("duplicate of line {earlier}")),
-                        Key::Given(id) => {
-                            row = Err(format!("id {id:?} is also used by line {earlier}"));
-                        }
-                        // Only the replacement id clashed: the row's own reason stands.
-                        Key::Unusable(_) => {}
-                    }
-                    fresh_line_id(&mut taken, line)
+                Key::Derived(id) => {
+                    let row = assemble(&id, rows);
+                    (id, row, Kind::Derived)
+                }
+                Key::Unusable(reason) => {
+                    let reason = match &first.fields {
+                        Ok(_) => reason,
+                        Err(field_reason) => format!("{reason}; {field_reason}"),
+                    };
+                    (format!("line-{line}"), Err(reason), Kind::Unusable)
                 }
             };
-            let first = &candidate.rows[0];
             jobs.push(ManifestJob {
                 id,
                 line,
-                lines: candidate.rows.iter().map(|row| row.line).collect(),
+                lines,
                 row,
-                video_url: first.video_url.clone(),
-                extra: first.extra.clone(),
+                video_url,
+                extra,
             });
+            kinds.push(kind);
         }
+        settle_ids(&mut jobs, &kinds);
         jobs
     }
 }
 
-/// `line-N`, or `line-N-2`, `line-N-3`... if a manifest id already took it.
-fn fresh_line_id(taken: &mut HashMap<String, u64>, line: u64) -> String {
-    let mut id = format!("line-{line}");
-    let mut suffix = 2;
-    while taken.contains_key(&id) {
-        id = format!("line-{line}-{suffix}");
-        suffix += 1;
+/// Make ids unique. Given ids are unique among themselves (their rows were grouped), but a
+/// derived id can repeat (identical blank-id rows) or equal a given one, and a `line-N` id
+/// can equal a given one. The later job gets the problem (or keeps its own, for an unusable
+/// id) and a fresh `line-N` id.
+fn settle_ids(jobs: &mut [ManifestJob], kinds: &[Kind]) {
+    // (index of the later job, line of the first job with its id, its new id)
+    let renames: Vec<(usize, u64, String)> = {
+        let mut first_use: HashMap<&str, u64> = HashMap::with_capacity(jobs.len());
+        let mut clashes = Vec::new();
+        for (index, job) in jobs.iter().enumerate() {
+            match first_use.entry(job.id.as_str()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(job.line);
+                }
+                Entry::Occupied(slot) => clashes.push((index, *slot.get())),
+            }
+        }
+        let mut fresh = HashSet::new();
+        clashes
+            .into_iter()
+            .map(|(index, earlier)| {
+                let line = jobs[index].line;
+                let mut id = format!("line-{line}");
+                let mut suffix = 2;
+                while first_use.contains_key(id.as_str()) || fresh.contains(&id) {
+                    id = format!("line-{line}-{suffix}");
+                    suffix += 1;
+                }
+                fresh.insert(id.clone());
+                (index, earlier, id)
+            })
+            .collect()
+    };
+    for (index, earlier, id) in renames {
+        let job = &mut jobs[index];
+        match kinds[index] {
+            Kind::Derived => job.row = Err(format!("duplicate of line {earlier}")),
+            Kind::Given => {
+                job.row = Err(format!("id {:?} is also used by line {earlier}", job.id));
+            }
+            // Only the replacement id clashed: the row's own reason stands.
+            Kind::Unusable => {}
+        }
+        job.id = id;
     }
-    taken.insert(id.clone(), line);
-    id
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Given,
+    Derived,
+    Unusable,
 }
 
 /// Check a job's rows (one, or a group sharing `id`) and build the job.
-fn assemble(id: &str, rows: &[Row]) -> Result<RawJob, String> {
-    if let [row] = rows {
-        let fields = row.fields.as_ref().map_err(String::clone)?;
+fn assemble(id: &str, mut rows: Vec<Row>) -> Result<RawJob, String> {
+    if rows.len() == 1 {
+        // The common case: move the row's values instead of copying them.
+        let row = rows.pop().expect("one row");
+        let fields = row.fields?;
         return Ok(RawJob {
-            video_url: row.video_url.clone(),
-            faces: vec![fields.face.clone()],
-            resolution: fields.resolution.clone(),
-            model_name: fields.model_name.clone(),
+            video_url: row.video_url,
+            faces: vec![fields.face],
+            resolution: fields.resolution,
+            model_name: fields.model_name,
             keep_original_sound: fields.keep_original_sound,
-            template_id: fields.template_id.clone(),
-            extra: row.extra.clone(),
+            template_id: fields.template_id,
+            extra: row.extra,
         });
     }
+    let rows = &rows[..];
 
     // A group: first each row on its own, then the rows against each other.
     let row_problems: Vec<String> = rows

@@ -647,3 +647,14 @@ impl ChildProcess {
         child
     }
 }
+
+#[test]
+fn the_store_can_be_shared_across_tasks() {
+    fn shareable<T: Send + Sync + Clone + 'static>(_: &T) {}
+    fn sendable<T: Send>(_: T) {}
+    let dir = temp_dir();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    shareable(&store);
+    // The flush future can be awaited inside a spawned task.
+    sendable(store.flush_async());
+}
