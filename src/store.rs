@@ -121,6 +121,8 @@ pub struct IngestReport {
     pub replaced: Vec<String>,
     /// Manifest jobs that are invalid (new or not).
     pub invalid: usize,
+    /// Jobs whose rows are gone from the manifest and that never reached the service, removed.
+    pub removed: usize,
 }
 
 impl Store {
@@ -263,6 +265,26 @@ impl Store {
                 report.replaced.push(entry.id.clone());
             } else {
                 report.updated += 1;
+            }
+        }
+        // The manifest is the list of what to render. A job whose row is gone and that never
+        // reached the service (invalid, waiting, needs_mapping) is dropped: rendering a removed
+        // row would spend credits nobody asked for, and a fixed row's old invalid job would make
+        // every later run end "incomplete". Jobs that may have been submitted stay and finish.
+        let listed: std::collections::HashSet<&str> = manifest
+            .jobs
+            .iter()
+            .map(|entry| entry.id.as_str())
+            .collect();
+        for key in self.jobs.iter().keys() {
+            let key = key.map_err(|error| self.sled_error("list the jobs", error))?;
+            if listed.contains(String::from_utf8_lossy(&key).as_ref()) {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&key).into_owned();
+            if self.job(&id)?.is_some_and(|job| is_cancellable(&job)) {
+                batch.remove(key);
+                report.removed += 1;
             }
         }
         self.jobs
@@ -483,6 +505,19 @@ impl Versioned for AnalysisEnvelope {
 /// changed row would be paid a second time.
 fn may_have_been_submitted(job: &Job) -> bool {
     job.state.may_have_submitted() || job.task_id.is_some() || job.possible_duplicate
+}
+
+/// A job that can disappear with its manifest row: nothing of it reached the service.
+fn is_cancellable(job: &Job) -> bool {
+    !may_have_been_submitted(job)
+        && matches!(
+            job.state,
+            JobState::Pending
+                | JobState::Analyzing
+                | JobState::Ready
+                | JobState::Invalid
+                | JobState::NeedsMapping
+        )
 }
 
 /// The job a manifest entry asks for, as a new job.

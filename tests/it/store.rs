@@ -238,10 +238,11 @@ fn rows_turning_invalid_and_jobs_left_out() {
     );
     assert_eq!(job(&store, "b").state, JobState::Rendering);
     assert_eq!(
-        job(&store, "bad").state,
-        JobState::Invalid,
-        "not in the manifest: untouched"
+        store.job("bad").unwrap(),
+        None,
+        "an invalid job whose row is gone is dropped (it never reached the service)"
     );
+    assert_eq!(report.removed, 1);
 
     // Editing an invalid row into another problem updates its reason.
     let report = ingest(&store, &broken.replace("zero", "0,x"), false);
@@ -250,6 +251,11 @@ fn rows_turning_invalid_and_jobs_left_out() {
         job(&store, "a").last_error.unwrap().message,
         "row has 8 fields, the header has 7"
     );
+    // A submitted job stays when its row goes; an unsubmitted one is cancelled.
+    let report = ingest(&store, "", false);
+    assert_eq!(report.removed, 1, "a (invalid) dropped");
+    assert_eq!(job(&store, "b").state, JobState::Rendering);
+    assert_eq!(store.job("a").unwrap(), None);
 }
 
 #[test]
