@@ -6,5 +6,6 @@ mod crash_points;
 mod faults;
 mod pressure;
 mod run_pipeline;
+mod security;
 mod simulator;
 mod support;
