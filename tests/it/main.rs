@@ -3,6 +3,7 @@
 mod akool;
 mod crash;
 mod crash_points;
+mod database;
 mod faults;
 mod pressure;
 mod run_pipeline;
