@@ -5,6 +5,7 @@ mod crash;
 mod crash_points;
 mod database;
 mod faults;
+mod hostile;
 mod pressure;
 mod run_pipeline;
 mod security;
