@@ -142,10 +142,7 @@ async fn links_that_expired_between_runs_are_refreshed_not_rerendered() {
     let batch = Batch::new(&manifest(3, 3));
     let mut command = batch.run_command(&sim.base_url(), &["--downloads", "1"]);
     // Killed once the first output link is stored and before it is used.
-    command.env(
-        "HEADSWAP_CRASH_AT",
-        headswap_batch::crash::RENDER_STORED.to_string(),
-    );
+    command.env("HEADSWAP_CRASH_AT", headswap_batch::crash::RENDER_STORED);
     let output = finish(command).await;
     assert_eq!(output.status.signal(), Some(libc::SIGKILL));
     // Outlive the stored link (this waits for the link's lifetime, not for a race).
