@@ -878,10 +878,21 @@ pub fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest URL accepted: far beyond any real video or image link, and short enough that a
+/// runaway cell (a pasted file, a broken export) is not sent to the service nor stored in
+/// every job record.
+pub const MAX_URL_BYTES: usize = 8192;
+
 /// An http(s) URL with a host, written without spaces or control characters.
 fn check_url(column: &str, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{column} is blank"));
+    }
+    if value.len() > MAX_URL_BYTES {
+        return Err(format!(
+            "{column} is {} bytes long; URLs are limited to {MAX_URL_BYTES}",
+            value.len()
+        ));
     }
     let shown = Shown(value);
     // Most URLs are ASCII: test bytes rather than decode characters.

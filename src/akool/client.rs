@@ -78,6 +78,7 @@ impl Client {
             .use_rustls_tls()
             .user_agent(concat!("headswap-batch/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
+            .redirect(redirect_policy(&base_url))
             .build()
             .map_err(|error| {
                 configuration_error(format!("could not set up the HTTP client: {error}"))
@@ -322,6 +323,46 @@ impl std::fmt::Debug for Client {
             .field("credentials", &self.inner.credentials)
             .finish_non_exhaustive()
     }
+}
+
+/// Most redirects followed for one request (API call or download).
+const MAX_REDIRECTS: usize = 5;
+
+/// Which redirects the shared HTTP client follows: at most [`MAX_REDIRECTS`], only to http(s)
+/// URLs, and for API calls only within the API's host (same port, or https instead of http),
+/// because the `x-api-key` header is not one reqwest drops when a redirect leaves the host.
+/// Downloads carry no credentials and may be redirected to another host (a CDN).
+fn redirect_policy(base_url: &str) -> reqwest::redirect::Policy {
+    let api = Url::parse(base_url).ok();
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let target = attempt.url();
+        if !matches!(target.scheme(), "http" | "https") {
+            let scheme = target.scheme().to_owned();
+            return attempt.error(format!("refused a redirect to a {scheme}: URL"));
+        }
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let from_api = match (&api, attempt.previous().first()) {
+            (Some(api), Some(first)) => {
+                first.host_str() == api.host_str()
+                    && first.port_or_known_default() == api.port_or_known_default()
+            }
+            _ => false,
+        };
+        if let (true, Some(api)) = (from_api, &api) {
+            let same_host = target.host_str() == api.host_str();
+            let same_port = target.port_or_known_default() == api.port_or_known_default();
+            let upgrade = api.scheme() == "http" && target.scheme() == "https";
+            let downgrade = api.scheme() == "https" && target.scheme() == "http";
+            if !same_host || downgrade || !(same_port || upgrade) {
+                return attempt.error(
+                    "refused a redirect of an API call away from the API host (it would carry the credentials)",
+                );
+            }
+        }
+        attempt.follow()
+    })
 }
 
 /// The base URL as an http(s) root without query, fragment or trailing slash.

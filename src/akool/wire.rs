@@ -751,3 +751,85 @@ mod tests {
         assert_eq!(excerpt(&[0xff, 0x41]), "\u{fffd}A");
     }
 }
+
+/// Hostile answers: arbitrary bytes under any status, and arbitrary JSON as the envelope or as
+/// a record, never panic the decoders; every outcome is a success or a classified error. A
+/// fixed seed and a few hundred cases keep this in CI; `PROPTEST_CASES=100000` runs it long.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+    use serde_json::Value;
+
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            cases: Config::default().cases.max(256),
+            rng_seed: RngSeed::Fixed(0x5eed),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    /// Any JSON value, nested a few levels, with the keys the decoders look for mixed in.
+    fn json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("code".to_string()),
+            Just("msg".to_string()),
+            Just("data".to_string()),
+            Just("token".to_string()),
+            Just("_id".to_string()),
+            Just("status".to_string()),
+            Just("progress".to_string()),
+            Just("video_url".to_string()),
+            Just("media".to_string()),
+            Just("error_code".to_string()),
+            ".{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            ".{0,20}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..8)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(status in 100u16..600, body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = classify(Exchange::Answered { status, retry_after: None, body: Ok(body) });
+        }
+
+        #[test]
+        fn arbitrary_json_envelopes_never_panic(status in prop_oneof![Just(200u16), 100u16..600], value in json()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            if let Ok(success) = classify(Exchange::Answered { status, retry_after: None, body: Ok(body) }) {
+                let _ = decode_analysis(success.data.clone());
+                let _ = decode_task(success.data);
+            }
+        }
+
+        #[test]
+        fn arbitrary_records_never_panic(value in json()) {
+            let _ = decode_analysis(value.clone());
+            let _ = decode_task(value);
+        }
+
+        #[test]
+        fn retry_after_never_panics(value in ".{0,40}") {
+            let _ = parse_retry_after(&value);
+        }
+    }
+}

@@ -96,7 +96,16 @@ pub async fn download(
             builder = builder.header(IF_RANGE, etag);
         }
     }
-    let mut response = builder.send().await.map_err(|e| transient(&e))?;
+    let mut response = builder.send().await.map_err(|e| {
+        if e.is_redirect() {
+            // A redirect the client refuses (another scheme, too many) will not change.
+            DownloadError::Refused {
+                detail: format!("output download: {}", e.without_url_string()),
+            }
+        } else {
+            transient(&e)
+        }
+    })?;
     let status = response.status();
     if let Some(value) = response.headers().get(ETAG).and_then(|v| v.to_str().ok()) {
         *etag = Some(value.to_owned());

@@ -246,6 +246,9 @@ struct Dispatcher<'a> {
     analyses: HashMap<String, AnalysisRecord>,
     /// Jobs in `analyzing`, by the video they wait on.
     waiting_on_video: HashMap<String, Vec<String>>,
+    /// `ready` jobs whose video is being analysed again (the service forgot it), by video:
+    /// their create waits for that analysis.
+    parked_for_analysis: HashMap<String, Vec<String>>,
 
     /// Work that needs a slot at the service: ready jobs first, then videos to analyze.
     ready: VecDeque<String>,
@@ -307,6 +310,7 @@ impl<'a> Dispatcher<'a> {
             done_flagged: 0,
             analyses: HashMap::new(),
             waiting_on_video: HashMap::new(),
+            parked_for_analysis: HashMap::new(),
             ready: VecDeque::new(),
             videos_to_analyze: VecDeque::new(),
             at_service: 0,
@@ -363,7 +367,12 @@ impl<'a> Dispatcher<'a> {
                     videos_needed.push(job.spec.video_url.clone());
                     self.wait_on_video(&job);
                 }
-                JobState::Ready => self.ready.push_back(job.id.clone()),
+                JobState::Ready => {
+                    if self.analysis_redone(&job.spec.video_url) {
+                        videos_needed.push(job.spec.video_url.clone());
+                    }
+                    self.ready.push_back(job.id.clone());
+                }
                 JobState::Submitting => {
                     // Died between the intent and storing the answer: the create may have been
                     // sent. There is no way to ask the service, so flag (or hold) it.
@@ -517,6 +526,15 @@ impl<'a> Dispatcher<'a> {
                 break;
             }
             if let Some(job_id) = self.ready.pop_front() {
+                let video_url = &self.jobs[&job_id].spec.video_url;
+                if self.analysis_redone(video_url) {
+                    let video_url = video_url.clone();
+                    self.parked_for_analysis
+                        .entry(video_url)
+                        .or_default()
+                        .push(job_id);
+                    continue;
+                }
                 self.at_service += 1;
                 self.push_call(ApiCall::Create(job_id));
             } else if let Some(video_url) = self.videos_to_analyze.pop_front() {
@@ -816,6 +834,8 @@ impl<'a> Dispatcher<'a> {
                         record.updated_ms = now_ms();
                         self.store.put_analysis(record)?;
                         self.map_jobs(&video_url, &analysis.subjects)?;
+                        let parked = self.parked_for_analysis.remove(&video_url);
+                        self.ready.extend(parked.unwrap_or_default());
                         self.store.flush_async().await?;
                         Ok(())
                     }
@@ -935,6 +955,20 @@ impl<'a> Dispatcher<'a> {
                 }
                 self.store.put_job(job)?;
                 self.store.flush_async().await?;
+                Ok(())
+            }
+            Err(ApiError::Rejected {
+                code: 1003,
+                message,
+            }) if self.analysis_redone(&self.jobs[&job_id].spec.video_url) => {
+                // Refused because the service forgot the video's analysis, which is being
+                // redone: not the job's fault, and nothing was created. Wait for the analysis.
+                tracing::warn!(job = %job_id, "create refused while the video is analysed again ({message}); waiting for the analysis");
+                self.at_service -= 1;
+                let job = self.jobs.get_mut(&job_id).expect("job exists");
+                job.apply(Event::SubmitAborted, now)?;
+                self.store.put_job(job)?;
+                self.ready.push_back(job_id);
                 Ok(())
             }
             Err(error) => {
@@ -1067,6 +1101,8 @@ impl<'a> Dispatcher<'a> {
                 let error = JobError::new(Some(1014), format!("task not found: {message}"));
                 job.apply(Event::RemoteLost { error }, now)?;
                 self.store.put_job(job)?;
+                let video_url = job.spec.video_url.clone();
+                self.analyze_again(&video_url)?;
                 self.ready.push_back(job_id);
                 Ok(())
             }
@@ -1261,7 +1297,54 @@ impl<'a> Dispatcher<'a> {
                 self.store.put_job(job)?;
             }
         }
+        for job_id in self
+            .parked_for_analysis
+            .remove(video_url)
+            .unwrap_or_default()
+        {
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            if !job.state.is_final() {
+                job.apply(
+                    Event::Failed {
+                        error: error.clone(),
+                    },
+                    now,
+                )?;
+                self.store.put_job(job)?;
+            }
+        }
         Ok(())
+    }
+
+    /// A service that forgot a task (1014) has most likely forgotten the video's analysis as
+    /// well (a restart, a purge), and refuses a create for an unanalysed video (1003): analyse
+    /// it again, once, before the job is created again. An analysis costs no credits.
+    fn analyze_again(&mut self, video_url: &str) -> Result<(), RunError> {
+        let Some(record) = self.analyses.get_mut(video_url) else {
+            return Ok(());
+        };
+        if record.state != AnalysisState::Completed {
+            // Already being redone for another job on this video.
+            return Ok(());
+        }
+        record.state = AnalysisState::Pending;
+        record.analysis_id = None;
+        record.updated_ms = now_ms();
+        self.store.put_analysis(record)?;
+        self.videos_to_analyze.push_front(video_url.to_string());
+        Ok(())
+    }
+
+    /// Whether the video's analysis is under way again, so a `ready` job on it must wait.
+    fn analysis_redone(&self, video_url: &str) -> bool {
+        self.analyses.get(video_url).is_some_and(|record| {
+            matches!(
+                record.state,
+                AnalysisState::Pending | AnalysisState::Submitting | AnalysisState::Running
+            )
+        })
     }
 
     fn wait_on_video(&mut self, job: &Job) {

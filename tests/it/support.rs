@@ -282,3 +282,48 @@ impl Drop for ChildProcess {
         }
     }
 }
+
+/// Spawn a command with its output captured, for tests that act while it runs.
+pub fn spawn(mut command: Command) -> std::process::Child {
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs")
+}
+
+/// Wait for a spawned command off the async runtime's threads; like [`finish`], a run that
+/// hangs is killed after two minutes and the test fails.
+pub async fn wait(child: std::process::Child) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let pid = child.id() as i32;
+        let (finished, watchdog_sees) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let timed_out = watchdog_sees
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .is_err();
+            if timed_out {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            timed_out
+        });
+        let output = child.wait_with_output().expect("the binary runs");
+        let _ = finished.send(());
+        assert!(!watchdog.join().unwrap(), "the command hung and was killed");
+        output
+    })
+    .await
+    .unwrap()
+}
+
+/// Wait (at most a minute) until `condition` holds, checking every few milliseconds.
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
