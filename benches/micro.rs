@@ -29,8 +29,8 @@ fn manifest_rows(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ROWS as u64));
     group.bench_function("parse_and_validate_10k_rows", |b| {
         b.iter(|| {
-            let parsed = manifest::parse_bytes(Path::new("jobs.csv"), black_box(&bytes))
-                .expect("parses");
+            let parsed =
+                manifest::parse_bytes(Path::new("jobs.csv"), black_box(&bytes)).expect("parses");
             assert_eq!(parsed.jobs.len(), ROWS);
             parsed
         })

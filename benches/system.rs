@@ -25,8 +25,13 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
     // `cargo bench -- <filter>` passes arguments; a filter naming a section selects it.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let selected = |section: &str| wanted(section) && (args.is_empty() || args.iter().any(|a| section.contains(a.as_str())));
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected = |section: &str| {
+        wanted(section) && (args.is_empty() || args.iter().any(|a| section.contains(a.as_str())))
+    };
     print_machine(quick);
     if selected("efficiency") {
         efficiency(quick);
@@ -52,7 +57,10 @@ fn print_machine(quick: bool) {
         .trim()
         .to_string();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("machine: {cores} cores, {model}; mode: {}", if quick { "quick" } else { "full" });
+    println!(
+        "machine: {cores} cores, {model}; mode: {}",
+        if quick { "quick" } else { "full" }
+    );
     println!();
 }
 
@@ -196,7 +204,9 @@ fn efficiency(quick: bool) {
             if met { "yes" } else { "NO" }
         );
     }
-    println!("targets: makespan/bound <= 1.10, calls/minimum <= 1.20, throttled <= 1% (--rate = simulator limit), all jobs done");
+    println!(
+        "targets: makespan/bound <= 1.10, calls/minimum <= 1.20, throttled <= 1% (--rate = simulator limit), all jobs done"
+    );
     println!();
 }
 
@@ -215,7 +225,9 @@ fn run_scenario(scenario: &Scenario) -> Measured {
             output_bytes: 4096,
             ..SimKnobs::default()
         };
-        let sim = Simulator::start(loopback(), knobs).await.expect("simulator");
+        let sim = Simulator::start(loopback(), knobs)
+            .await
+            .expect("simulator");
         let mut config = simulator_run_config(
             manifest,
             dir.path().join("db"),
@@ -281,7 +293,9 @@ fn overhead(quick: bool) {
             output_bytes: 4096,
             ..SimKnobs::default()
         };
-        let sim = Simulator::start(loopback(), knobs).await.expect("simulator");
+        let sim = Simulator::start(loopback(), knobs)
+            .await
+            .expect("simulator");
         let mut config = simulator_run_config(
             manifest,
             dir.path().join("db"),
@@ -324,7 +338,11 @@ fn overhead(quick: bool) {
         elapsed.as_secs_f64(),
         per_second,
         ">= 500",
-        if per_second >= 500.0 && done == jobs { "yes" } else { "NO" }
+        if per_second >= 500.0 && done == jobs {
+            "yes"
+        } else {
+            "NO"
+        }
     );
     println!();
 }
@@ -453,7 +471,14 @@ fn time_to_first_request(manifest: &Path, db: &Path, dir: &Path) -> Duration {
 fn whole_run_peak_rss(manifest: &Path, dir: &Path) -> (u64, usize, Duration) {
     let mut simulator = Command::new(BINARY)
         .args(["simulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
-        .args(["--analysis-time", "0s", "--render-time", "0s", "--jitter", "0"])
+        .args([
+            "--analysis-time",
+            "0s",
+            "--render-time",
+            "0s",
+            "--jitter",
+            "0",
+        ])
         .args(["--output-bytes", "1024", "--url-ttl", "1h"])
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
@@ -481,8 +506,24 @@ fn whole_run_peak_rss(manifest: &Path, dir: &Path) -> (u64, usize, Duration) {
         .arg("--out")
         .arg(&out)
         .args(["--base-url", &base_url])
-        .args(["--rate", "100000", "--burst", "1000", "--concurrency", "64", "--downloads", "16"])
-        .args(["--poll-min", "1ms", "--analysis-guess", "1ms", "--render-guess", "1ms"])
+        .args([
+            "--rate",
+            "100000",
+            "--burst",
+            "1000",
+            "--concurrency",
+            "64",
+            "--downloads",
+            "16",
+        ])
+        .args([
+            "--poll-min",
+            "1ms",
+            "--analysis-guess",
+            "1ms",
+            "--render-guess",
+            "1ms",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -529,7 +570,11 @@ fn downloads(quick: bool) {
 
     let medium_url = format!("{base}/medium.mp4");
     // Warm the page cache so neither side pays for the first read from disk.
-    let _ = rt.block_on(fetch_with_download(&medium_url, &dir.path().join("warm"), "warm"));
+    let _ = rt.block_on(fetch_with_download(
+        &medium_url,
+        &dir.path().join("warm"),
+        "warm",
+    ));
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for round in 0..3 {
@@ -540,7 +585,10 @@ fn downloads(quick: bool) {
         ));
         ours.push(elapsed);
         if curl {
-            theirs.push(curl_fetch(&medium_url, &dir.path().join(format!("curl-{round}.mp4"))));
+            theirs.push(curl_fetch(
+                &medium_url,
+                &dir.path().join(format!("curl-{round}.mp4")),
+            ));
         }
     }
     let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default();
@@ -594,14 +642,20 @@ fn downloads(quick: bool) {
         ),
         format!("{growth_mb:.1} MB"),
         "< 32 MB",
-        if growth_mb < 32.0 && bytes == big_size { "yes" } else { "NO" }
+        if growth_mb < 32.0 && bytes == big_size {
+            "yes"
+        } else {
+            "NO"
+        }
     );
     println!();
 }
 
 fn write_file(path: &Path, size: u64) {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("file"));
-    let block: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let block: Vec<u8> = (0..1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let mut left = size;
     while left > 0 {
         let take = left.min(block.len() as u64) as usize;
@@ -635,7 +689,9 @@ async fn serve_files(dir: PathBuf) -> String {
     let app = axum::Router::new()
         .route("/{name}", axum::routing::get(file))
         .with_state(dir);
-    let listener = tokio::net::TcpListener::bind(loopback()).await.expect("bind");
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
