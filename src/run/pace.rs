@@ -63,6 +63,17 @@ impl Pacer {
         self.limiter.until_ready().await;
     }
 
+    /// Take a permit if one is free right now (no cool-down, no pacing gate, the limiter
+    /// admits it) and count the request as started. Lets calls that are due together leave
+    /// together, so their intents share one flush.
+    pub fn try_start(&mut self, now: Instant) -> bool {
+        if self.gate(now).is_some() || self.limiter.check().is_err() {
+            return false;
+        }
+        self.started(now);
+        true
+    }
+
     /// A request is starting now.
     pub fn started(&mut self, now: Instant) {
         if self.effective_rate < self.configured_rate {

@@ -284,7 +284,22 @@ struct Dispatcher<'a> {
     unknown_statuses: HashSet<i64>,
     api_calls: u64,
     throttled: u64,
+
+    /// Group commit: records written since the last flush that must be durable before the
+    /// next side effect. One flush at the top of the loop covers all of them.
+    unflushed: bool,
+    /// Crash points that mark a write as durable, reached right after that flush.
+    after_flush: Vec<&'static str>,
+    /// Creates and analyzes whose intents wait for that flush; they leave right after it.
+    held_requests: Vec<(&'static str, HeldRequest)>,
 }
+
+/// An API request that may only leave once its intent is durable.
+type HeldRequest = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+/// At most this many calls start, or outcomes are handled, per turn of the loop before the
+/// loop looks at its other events again.
+const BATCH: usize = 256;
 
 /// Elapsed time since a wall-clock timestamp in ms (zero if in the future).
 fn since_ms(then_ms: Option<u64>) -> Duration {
@@ -336,6 +351,9 @@ impl<'a> Dispatcher<'a> {
             unknown_statuses: HashSet::new(),
             api_calls: 0,
             throttled: 0,
+            unflushed: false,
+            after_flush: Vec::new(),
+            held_requests: Vec::new(),
             settings,
         })
     }
@@ -443,6 +461,7 @@ impl<'a> Dispatcher<'a> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown_seen = false;
         loop {
+            self.commit().await?;
             self.start_work().await?;
             if self.workers.is_empty() && self.nothing_left_to_start() {
                 break;
@@ -453,12 +472,12 @@ impl<'a> Dispatcher<'a> {
             tokio::select! {
                 biased;
                 joined = self.workers.join_next(), if !self.workers.is_empty() => {
-                    match joined {
-                        Some(Ok(outcome)) => self.handle(outcome).await?,
-                        Some(Err(error)) if error.is_panic() => {
-                            std::panic::resume_unwind(error.into_panic());
-                        }
-                        _ => {}
+                    self.joined(joined).await?;
+                    // Every outcome already there is handled in this turn, so that their
+                    // writes share one flush.
+                    for _ in 1..BATCH {
+                        let Some(joined) = self.workers.try_join_next() else { break };
+                        self.joined(Some(joined)).await?;
                     }
                 }
                 _ = shutdown.cancelled(), if !shutdown_seen => {
@@ -468,6 +487,15 @@ impl<'a> Dispatcher<'a> {
                 _ = self.pacer.until_ready(), if may_call => {
                     if let Some(queued) = self.api_queue.pop() {
                         self.pacer.started(Instant::now());
+                        self.start_call(queued.call).await?;
+                    }
+                    // Calls the limiter admits right now start in the same turn: their
+                    // intents share one flush.
+                    for _ in 1..BATCH {
+                        if self.api_queue.is_empty() || !self.pacer.try_start(Instant::now()) {
+                            break;
+                        }
+                        let queued = self.api_queue.pop().expect("not empty");
                         self.start_call(queued.call).await?;
                     }
                 }
@@ -487,10 +515,47 @@ impl<'a> Dispatcher<'a> {
                 _ = tick.tick() => self.on_tick(),
             }
         }
+        self.commit().await?;
         self.store.flush_async().await?;
         self.progress.finish();
         self.write_view(false);
         Ok(())
+    }
+
+    /// Group commit: one flush makes every write since the last one durable; then the
+    /// requests that waited for their intents leave. Called before anything else can start
+    /// (downloads, requests), so no side effect overtakes the write that announces it.
+    async fn commit(&mut self) -> Result<(), RunError> {
+        if self.unflushed {
+            self.store.flush_async().await?;
+            self.unflushed = false;
+        }
+        for point in self.after_flush.drain(..) {
+            crash::point(point);
+        }
+        for (point, request) in std::mem::take(&mut self.held_requests) {
+            crash::point(point);
+            self.workers.spawn(request);
+        }
+        Ok(())
+    }
+
+    /// A write that must be durable before the next side effect (see [`Self::commit`]).
+    fn flush_soon(&mut self) {
+        self.unflushed = true;
+    }
+
+    async fn joined(
+        &mut self,
+        joined: Option<Result<Outcome, tokio::task::JoinError>>,
+    ) -> Result<(), RunError> {
+        match joined {
+            Some(Ok(outcome)) => self.handle(outcome).await,
+            Some(Err(error)) if error.is_panic() => {
+                std::panic::resume_unwind(error.into_panic());
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Nothing queued, nothing waiting, nothing that could be started.
@@ -642,12 +707,15 @@ impl<'a> Dispatcher<'a> {
                 record.state = AnalysisState::Submitting;
                 record.updated_ms = now_ms();
                 self.store.put_analysis(record)?;
-                self.store.flush_async().await?;
-                crash::point(crash::ANALYZE_INTENT_FLUSHED);
-                self.workers.spawn(async move {
-                    let result = client.analyze(&video_url).await;
-                    Outcome::Analyze { video_url, result }
-                });
+                // The request leaves once the intent is durable (group commit).
+                self.flush_soon();
+                self.held_requests.push((
+                    crash::ANALYZE_INTENT_FLUSHED,
+                    Box::pin(async move {
+                        let result = client.analyze(&video_url).await;
+                        Outcome::Analyze { video_url, result }
+                    }),
+                ));
             }
             ApiCall::AnalysisDetail(video_url) => {
                 let id = self.analyses[&video_url]
@@ -664,10 +732,10 @@ impl<'a> Dispatcher<'a> {
                 if job.state == JobState::Ready {
                     job.apply(Event::SubmitIntent, now_ms())?;
                     self.store.put_job(job)?;
-                    // The intent must be on disk before the request can leave.
-                    self.store.flush_async().await?;
+                    // The intent must be on disk before the request can leave: the request
+                    // is held until the next flush (group commit).
+                    self.unflushed = true;
                 }
-                crash::point(crash::CREATE_INTENT_FLUSHED);
                 let request = CreateTask {
                     video_url: job.spec.video_url.clone(),
                     mappings: job.mappings.clone(),
@@ -676,10 +744,13 @@ impl<'a> Dispatcher<'a> {
                     template_id: job.spec.template_id.clone(),
                     keep_original_sound: job.spec.keep_original_sound,
                 };
-                self.workers.spawn(async move {
-                    let result = client.create_task(&request).await;
-                    Outcome::Create { job_id, result }
-                });
+                self.held_requests.push((
+                    crash::CREATE_INTENT_FLUSHED,
+                    Box::pin(async move {
+                        let result = client.create_task(&request).await;
+                        Outcome::Create { job_id, result }
+                    }),
+                ));
             }
             ApiCall::TaskDetail(job_id) | ApiCall::RefreshOutput(job_id) => {
                 let refresh = self.jobs[&job_id].state == JobState::Downloading;
@@ -772,7 +843,7 @@ impl<'a> Dispatcher<'a> {
                 record.attempts = 0;
                 record.updated_ms = now;
                 self.store.put_analysis(record)?;
-                self.store.flush_async().await?;
+                self.flush_soon();
                 let delay = self
                     .analysis_planner
                     .next_delay(Duration::ZERO, 0.0, jitter());
@@ -836,7 +907,7 @@ impl<'a> Dispatcher<'a> {
                         self.map_jobs(&video_url, &analysis.subjects)?;
                         let parked = self.parked_for_analysis.remove(&video_url);
                         self.ready.extend(parked.unwrap_or_default());
-                        self.store.flush_async().await?;
+                        self.flush_soon();
                         Ok(())
                     }
                     RemoteStatus::Failed => {
@@ -913,9 +984,10 @@ impl<'a> Dispatcher<'a> {
                 let job = self.jobs.get_mut(&job_id).expect("job exists");
                 job.apply(Event::Created { task_id: task.id }, now)?;
                 self.store.put_job(job)?;
-                // The task id is the only handle on what was paid for: durable at once.
-                self.store.flush_async().await?;
-                crash::point(crash::CREATE_STORED);
+                // The task id is the only handle on what was paid for: durable in this
+                // turn's flush, before anything else is started.
+                self.flush_soon();
+                self.after_flush.push(crash::CREATE_STORED);
                 let delay = self
                     .render_planner
                     .next_delay(Duration::ZERO, 0.0, jitter());
@@ -954,7 +1026,7 @@ impl<'a> Dispatcher<'a> {
                     }
                 }
                 self.store.put_job(job)?;
-                self.store.flush_async().await?;
+                self.flush_soon();
                 Ok(())
             }
             Err(ApiError::Rejected {
@@ -1056,9 +1128,10 @@ impl<'a> Dispatcher<'a> {
                             now,
                         )?;
                         self.store.put_job(job)?;
-                        // The download is a side effect on disk: its state goes first.
-                        self.store.flush_async().await?;
-                        crash::point(crash::RENDER_STORED);
+                        // The download is a side effect on disk: its state goes first (the
+                        // download starts after this turn's flush).
+                        self.flush_soon();
+                        self.after_flush.push(crash::RENDER_STORED);
                         self.downloads_waiting.push_back(job_id);
                     }
                     (RemoteStatus::Failed, _) if !refresh => {
@@ -1156,8 +1229,8 @@ impl<'a> Dispatcher<'a> {
                 tracing::debug!(job = %job_id, bytes = output.bytes, "done");
                 job.apply(Event::Downloaded { output }, now)?;
                 self.store.put_job(job)?;
-                self.store.flush_async().await?;
-                crash::point(crash::DONE_STORED);
+                self.flush_soon();
+                self.after_flush.push(crash::DONE_STORED);
                 self.etags.remove(&job_id);
                 if let Some(job) = self.jobs.remove(&job_id) {
                     self.done_flagged += usize::from(job.possible_duplicate);

@@ -1,0 +1,751 @@
+//! End-to-end benchmarks: efficiency against the physical lower bound, per-job overhead, scale
+//! (100,000 jobs) and downloads against curl. Plain `main`, one table per section; the figures
+//! and the commands are copied into BENCHMARKS.md.
+//!
+//! `BENCH_QUICK=1` shrinks every workload (for a smoke run); `BENCH_ONLY=efficiency,overhead,
+//! scale,downloads` picks sections.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use headswap_batch::demo::simulator_run_config;
+use headswap_batch::run::download::{self, DownloadRequest};
+use headswap_batch::run::run_batch;
+use headswap_batch::simulator::{SimKnobs, Simulator};
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "bench-key";
+const BINARY: &str = env!("CARGO_BIN_EXE_headswap-batch");
+
+fn main() {
+    let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
+    // `cargo bench -- <filter>` passes arguments; a filter naming a section selects it.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected = |section: &str| {
+        wanted(section) && (args.is_empty() || args.iter().any(|a| section.contains(a.as_str())))
+    };
+    print_machine(quick);
+    if selected("efficiency") {
+        efficiency(quick);
+    }
+    if selected("overhead") {
+        overhead(quick);
+    }
+    if selected("scale") {
+        scale(quick);
+    }
+    if selected("downloads") {
+        downloads(quick);
+    }
+}
+
+fn print_machine(quick: bool) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("model name"))
+        .and_then(|line| line.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "machine: {cores} cores, {model}; mode: {}",
+        if quick { "quick" } else { "full" }
+    );
+    println!();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// A manifest of `jobs` rows over `videos` distinct videos, one distinct face per row.
+fn write_manifest(path: &Path, jobs: usize, videos: usize) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("manifest"));
+    writeln!(out, "id,video_url,face_url,sku").unwrap();
+    for job in 0..jobs {
+        let video = job % videos;
+        writeln!(
+            out,
+            "job-{job:06},https://cdn.example.com/videos/v{video:06}.mp4,https://cdn.example.com/faces/f{job:06}.jpg,SKU-{job}"
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Efficiency against the lower bound.
+
+struct Scenario {
+    name: &'static str,
+    /// The simulator's limit and `--rate` (requests per second).
+    rate: f64,
+    render: Duration,
+    analysis: Duration,
+    jitter: f64,
+    jobs: usize,
+    videos: usize,
+    concurrency: usize,
+}
+
+struct Measured {
+    makespan: Duration,
+    calls: u64,
+    throttled: u64,
+    done: usize,
+}
+
+fn efficiency(quick: bool) {
+    let scale = if quick { 4 } else { 1 };
+    let ms = Duration::from_millis;
+    let scenarios = [
+        Scenario {
+            name: "rate-bound",
+            rate: 50.0,
+            render: ms(400),
+            analysis: ms(200),
+            jitter: 0.2,
+            jobs: 300 / scale,
+            videos: 100 / scale,
+            concurrency: 32,
+        },
+        Scenario {
+            name: "concurrency-bound",
+            rate: 100.0,
+            render: ms(800),
+            analysis: ms(200),
+            jitter: 0.2,
+            jobs: 96 / scale,
+            videos: 4,
+            concurrency: 8,
+        },
+        Scenario {
+            name: "1 video x many faces",
+            rate: 100.0,
+            render: ms(500),
+            analysis: ms(300),
+            jitter: 0.2,
+            jobs: 200 / scale,
+            videos: 1,
+            concurrency: 16,
+        },
+        Scenario {
+            name: "many videos x 1 face",
+            rate: 100.0,
+            render: ms(500),
+            analysis: ms(300),
+            jitter: 0.2,
+            jobs: 200 / scale,
+            videos: 200 / scale,
+            concurrency: 16,
+        },
+    ];
+    println!("## 1. Efficiency against the lower bound");
+    println!(
+        "{:<22} {:>5} {:>5} {:>4} {:>6} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>9} {:>6}",
+        "scenario",
+        "N",
+        "U",
+        "C",
+        "R/s",
+        "bound_s",
+        "makespan",
+        "ratio",
+        "calls/job",
+        "min/job",
+        "ratio",
+        "throttled",
+        "met"
+    );
+    for scenario in &scenarios {
+        let measured = run_scenario(scenario);
+        let n = scenario.jobs as f64;
+        let u = scenario.videos as f64;
+        let rate_bound = (2.0 * u + 2.0 * n) / scenario.rate;
+        let rounds = (n / scenario.concurrency as f64).ceil();
+        let slot_bound = rounds * scenario.render.as_secs_f64() + scenario.analysis.as_secs_f64();
+        let bound = rate_bound.max(slot_bound);
+        let ratio = measured.makespan.as_secs_f64() / bound;
+        let calls_per_job = measured.calls as f64 / n;
+        let minimum = (2.0 * u + 2.0 * n) / n;
+        let calls_ratio = calls_per_job / minimum;
+        let throttled_share = measured.throttled as f64 / measured.calls.max(1) as f64;
+        let met = ratio <= 1.10
+            && calls_ratio <= 1.2
+            && throttled_share <= 0.01
+            && measured.done == scenario.jobs;
+        println!(
+            "{:<22} {:>5} {:>5} {:>4} {:>6} {:>9.2} {:>9.2} {:>7.3} {:>9.3} {:>9.3} {:>7.3} {:>9} {:>6}",
+            scenario.name,
+            scenario.jobs,
+            scenario.videos,
+            scenario.concurrency,
+            scenario.rate,
+            bound,
+            measured.makespan.as_secs_f64(),
+            ratio,
+            calls_per_job,
+            minimum,
+            calls_ratio,
+            format!("{} ({:.1}%)", measured.throttled, throttled_share * 100.0),
+            if met { "yes" } else { "NO" }
+        );
+    }
+    println!(
+        "targets: makespan/bound <= 1.10, calls/minimum <= 1.20, throttled <= 1% (--rate = simulator limit), all jobs done"
+    );
+    println!();
+}
+
+fn run_scenario(scenario: &Scenario) -> Measured {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("jobs.csv");
+    write_manifest(&manifest, scenario.jobs, scenario.videos);
+    let rt = runtime();
+    rt.block_on(async {
+        let knobs = SimKnobs {
+            api_keys: vec![KEY.into()],
+            analysis_time: scenario.analysis,
+            render_time: scenario.render,
+            jitter: scenario.jitter,
+            rate_limit: Some(scenario.rate),
+            output_bytes: 4096,
+            ..SimKnobs::default()
+        };
+        let sim = Simulator::start(loopback(), knobs)
+            .await
+            .expect("simulator");
+        let mut config = simulator_run_config(
+            manifest,
+            dir.path().join("db"),
+            &dir.path().join("out"),
+            sim.base_url(),
+            KEY,
+        );
+        let settings = &mut config.settings;
+        settings.rate = scenario.rate;
+        settings.burst = 5;
+        settings.concurrency = scenario.concurrency;
+        settings.downloads = 8;
+        // First guesses as a user who knows the service's typical times would set them.
+        settings.analysis_poll.initial_guess = scenario.analysis;
+        settings.render_poll.initial_guess = scenario.render;
+        settings.analysis_poll.min = Duration::from_millis(20);
+        settings.render_poll.min = Duration::from_millis(20);
+        settings.tick = Duration::from_secs(60);
+        let started = Instant::now();
+        let report = run_batch(&config, CancellationToken::new())
+            .await
+            .expect("the run finishes");
+        let makespan = started.elapsed();
+        let stats = sim.stats();
+        sim.shutdown().await;
+        let calls = stats.calls.analyze
+            + stats.calls.analysis_detail
+            + stats.calls.create
+            + stats.calls.task_detail;
+        Measured {
+            makespan,
+            calls,
+            throttled: stats.throttled,
+            done: report
+                .states
+                .get(&headswap_batch::job::JobState::Done)
+                .copied()
+                .unwrap_or(0),
+        }
+    })
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("an address")
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Overhead.
+
+fn overhead(quick: bool) {
+    let jobs = if quick { 1000 } else { 5000 };
+    let videos = jobs / 10;
+    println!("## 2. Overhead (zero-latency simulator, no limits, durable flushes on)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("jobs.csv");
+    write_manifest(&manifest, jobs, videos);
+    let rt = runtime();
+    let (elapsed, done) = rt.block_on(async {
+        let knobs = SimKnobs {
+            api_keys: vec![KEY.into()],
+            analysis_time: Duration::ZERO,
+            render_time: Duration::ZERO,
+            output_bytes: 4096,
+            ..SimKnobs::default()
+        };
+        let sim = Simulator::start(loopback(), knobs)
+            .await
+            .expect("simulator");
+        let mut config = simulator_run_config(
+            manifest,
+            dir.path().join("db"),
+            &dir.path().join("out"),
+            sim.base_url(),
+            KEY,
+        );
+        let settings = &mut config.settings;
+        settings.rate = 1_000_000.0;
+        settings.burst = 1000;
+        settings.concurrency = 64;
+        settings.downloads = 16;
+        for poll in [&mut settings.analysis_poll, &mut settings.render_poll] {
+            poll.min = Duration::from_millis(1);
+            poll.initial_guess = Duration::from_millis(1);
+        }
+        settings.tick = Duration::from_secs(60);
+        let started = Instant::now();
+        let report = run_batch(&config, CancellationToken::new())
+            .await
+            .expect("the run finishes");
+        let elapsed = started.elapsed();
+        sim.shutdown().await;
+        let done = report
+            .states
+            .get(&headswap_batch::job::JobState::Done)
+            .copied()
+            .unwrap_or(0);
+        (elapsed, done)
+    });
+    let per_second = done as f64 / elapsed.as_secs_f64();
+    println!(
+        "{:<34} {:>8} {:>10} {:>10} {:>8} {:>6}",
+        "workload", "jobs", "seconds", "jobs/s", "target", "met"
+    );
+    println!(
+        "{:<34} {:>8} {:>10.2} {:>10.0} {:>8} {:>6}",
+        format!("{jobs} jobs / {videos} videos, C=64"),
+        done,
+        elapsed.as_secs_f64(),
+        per_second,
+        ">= 500",
+        if per_second >= 500.0 && done == jobs {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+    println!();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Scale.
+
+fn scale(quick: bool) {
+    let jobs = if quick { 20_000 } else { 100_000 };
+    let videos = jobs / 10;
+    println!("## 3. Scale ({jobs}-row manifest, {videos} videos)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("jobs.csv");
+    write_manifest(&manifest, jobs, videos);
+    println!(
+        "{:<44} {:>12} {:>10} {:>6}",
+        "measure", "measured", "target", "met"
+    );
+    let row = |name: &str, value: String, target: &str, met: bool| {
+        println!(
+            "{:<44} {:>12} {:>10} {:>6}",
+            name,
+            value,
+            target,
+            if met { "yes" } else { "NO" }
+        );
+    };
+
+    // `check`: the whole process, as a user runs it.
+    let started = Instant::now();
+    let status = Command::new(BINARY)
+        .arg("check")
+        .arg(&manifest)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("check runs");
+    let check = started.elapsed();
+    row(
+        "check (process, wall)",
+        format!("{:.2} s", check.as_secs_f64()),
+        "<= 1 s",
+        status.success() && check <= Duration::from_secs(1),
+    );
+
+    // Ingest: parse + write every job + flush, into a new database.
+    let db = dir.path().join("db");
+    let started = Instant::now();
+    {
+        let parsed = headswap_batch::manifest::parse_file(&manifest).expect("manifest parses");
+        let store = headswap_batch::store::Store::open(&db).expect("store opens");
+        let defaults = headswap_batch::manifest::Defaults {
+            resolution: "720p".into(),
+            model_name: "akool-premium".into(),
+        };
+        store
+            .ingest(&parsed, &defaults, false, headswap_batch::now_ms())
+            .expect("ingest");
+    }
+    let ingest = started.elapsed();
+    row(
+        "ingest (parse + store + flush)",
+        format!("{:.2} s", ingest.as_secs_f64()),
+        "<= 3 s",
+        ingest <= Duration::from_secs(3),
+    );
+
+    // Time to the first request when resuming the ingested database.
+    let first = time_to_first_request(&manifest, &db, dir.path());
+    row(
+        "resume: start to first request",
+        format!("{:.2} s", first.as_secs_f64()),
+        "<= 1 s",
+        first <= Duration::from_secs(1),
+    );
+
+    // Peak RSS of a whole run, simulator in its own process.
+    let (peak_kib, done, elapsed) = whole_run_peak_rss(&manifest, dir.path());
+    row(
+        "whole run: peak RSS (VmHWM via wait4)",
+        format!("{:.1} MB", peak_kib as f64 / 1024.0),
+        "<= 150 MB",
+        peak_kib as f64 / 1024.0 <= 150.0,
+    );
+    row(
+        "whole run: jobs done / wall time",
+        format!("{done} / {:.0} s", elapsed.as_secs_f64()),
+        "-",
+        done == jobs,
+    );
+    println!();
+}
+
+/// Start `run` on an existing database against a listener that only notes when the first
+/// connection arrives, then stop the process.
+fn time_to_first_request(manifest: &Path, db: &Path, dir: &Path) -> Duration {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().unwrap().port();
+    let started = Instant::now();
+    let mut child = Command::new(BINARY)
+        .env("AKOOL_API_KEY", KEY)
+        .env_remove("RUST_LOG")
+        .arg("--db")
+        .arg(db)
+        .arg("-q")
+        .args(["run", "--no-progress"])
+        .arg(manifest)
+        .arg("--out")
+        .arg(dir.join("out-first"))
+        .args(["--base-url", &format!("http://127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run starts");
+    let accepted = listener.accept();
+    let elapsed = started.elapsed();
+    drop(accepted);
+    let _ = child.kill();
+    let _ = child.wait();
+    elapsed
+}
+
+/// Run `headswap-batch run` over the whole manifest against `headswap-batch simulate`;
+/// returns (peak RSS in KiB of the run process, jobs done, wall time).
+fn whole_run_peak_rss(manifest: &Path, dir: &Path) -> (u64, usize, Duration) {
+    let mut simulator = Command::new(BINARY)
+        .args(["simulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .args([
+            "--analysis-time",
+            "0s",
+            "--render-time",
+            "0s",
+            "--jitter",
+            "0",
+        ])
+        .args(["--output-bytes", "1024", "--url-ttl", "1h"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("simulate starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(simulator.stdout.take().unwrap()),
+        &mut line,
+    )
+    .expect("simulator address");
+    let base_url = line.trim().trim_start_matches("listening on ").to_string();
+    let db: PathBuf = dir.join("db-whole");
+    let out = dir.join("out-whole");
+    let started = Instant::now();
+    let child = Command::new(BINARY)
+        .env("AKOOL_API_KEY", KEY)
+        .env_remove("RUST_LOG")
+        .arg("--db")
+        .arg(&db)
+        .arg("-q")
+        .args(["run", "--no-progress"])
+        .arg(manifest)
+        .arg("--out")
+        .arg(&out)
+        .args(["--base-url", &base_url])
+        .args([
+            "--rate",
+            "100000",
+            "--burst",
+            "1000",
+            "--concurrency",
+            "64",
+            "--downloads",
+            "16",
+        ])
+        .args([
+            "--poll-min",
+            "1ms",
+            "--analysis-guess",
+            "1ms",
+            "--render-guess",
+            "1ms",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run starts");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // wait4 reports the peak resident set (ru_maxrss, KiB on Linux) of the finished child.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    let elapsed = started.elapsed();
+    std::mem::forget(child);
+    let _ = simulator.kill();
+    let _ = simulator.wait();
+    let done = std::fs::read_dir(&out)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".mp4"))
+                .count()
+        })
+        .unwrap_or(0);
+    (usage.ru_maxrss as u64, done, elapsed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Downloads.
+
+fn downloads(quick: bool) {
+    println!("## 4. Downloads (loopback, files streamed from disk by a minimal HTTP server)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let throughput_size: u64 = if quick { 64 << 20 } else { 512 << 20 };
+    let big_size: u64 = if quick { 256 << 20 } else { 1 << 30 };
+    write_file(&dir.path().join("medium.mp4"), throughput_size);
+    write_file(&dir.path().join("big.mp4"), big_size);
+    let rt = runtime();
+    let base = rt.block_on(serve_files(dir.path().to_path_buf()));
+    let curl = which("curl");
+    println!(
+        "{:<44} {:>14} {:>12} {:>6}",
+        "measure", "measured", "target", "met"
+    );
+
+    let medium_url = format!("{base}/medium.mp4");
+    // Warm the page cache so neither side pays for the first read from disk.
+    let _ = rt.block_on(fetch_with_download(
+        &medium_url,
+        &dir.path().join("warm"),
+        "warm",
+    ));
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 0..3 {
+        let (elapsed, _) = rt.block_on(fetch_with_download(
+            &medium_url,
+            &dir.path().join("ours"),
+            &format!("r{round}"),
+        ));
+        ours.push(elapsed);
+        if curl {
+            theirs.push(curl_fetch(
+                &medium_url,
+                &dir.path().join(format!("curl-{round}.mp4")),
+            ));
+        }
+    }
+    let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default();
+    let mib = throughput_size as f64 / (1024.0 * 1024.0);
+    let ours_rate = mib / best(&ours).as_secs_f64();
+    println!(
+        "{:<44} {:>14} {:>12} {:>6}",
+        format!("headswap download, {mib:.0} MiB (best of 3)"),
+        format!("{ours_rate:.0} MiB/s"),
+        "-",
+        "-"
+    );
+    if curl {
+        let curl_rate = mib / best(&theirs).as_secs_f64();
+        println!(
+            "{:<44} {:>14} {:>12} {:>6}",
+            format!("curl -o, {mib:.0} MiB (best of 3)"),
+            format!("{curl_rate:.0} MiB/s"),
+            "-",
+            "-"
+        );
+        let share = ours_rate / curl_rate;
+        println!(
+            "{:<44} {:>14} {:>12} {:>6}",
+            "headswap / curl",
+            format!("{:.0} %", share * 100.0),
+            ">= 80 %",
+            if share >= 0.8 { "yes" } else { "NO" }
+        );
+    } else {
+        println!("curl not found: no comparison");
+    }
+
+    // Memory: RSS growth of this process while one large file downloads.
+    let before = proc_status_kib("VmRSS");
+    // Reset the peak (VmHWM) to the current RSS (Linux: clear_refs 5).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let (elapsed, bytes) = rt.block_on(fetch_with_download(
+        &format!("{base}/big.mp4"),
+        &dir.path().join("big-out"),
+        "big",
+    ));
+    let peak = proc_status_kib("VmHWM");
+    let growth_mb = peak.saturating_sub(before) as f64 / 1024.0;
+    println!(
+        "{:<44} {:>14} {:>12} {:>6}",
+        format!(
+            "RSS growth, {:.0} MiB file ({:.1} s)",
+            bytes as f64 / (1024.0 * 1024.0),
+            elapsed.as_secs_f64()
+        ),
+        format!("{growth_mb:.1} MB"),
+        "< 32 MB",
+        if growth_mb < 32.0 && bytes == big_size {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+    println!();
+}
+
+fn write_file(path: &Path, size: u64) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("file"));
+    let block: Vec<u8> = (0..1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let mut left = size;
+    while left > 0 {
+        let take = left.min(block.len() as u64) as usize;
+        out.write_all(&block[..take]).unwrap();
+        left -= take as u64;
+    }
+    out.flush().unwrap();
+}
+
+/// Serve the files of `dir` at `/NAME` with their length, streamed in chunks.
+async fn serve_files(dir: PathBuf) -> String {
+    use axum::body::Body;
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+
+    async fn file(State(dir): State<PathBuf>, UrlPath(name): UrlPath<String>) -> Response {
+        let path = dir.join(name);
+        let Ok(file) = tokio::fs::File::open(&path).await else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+        Response::builder()
+            .header(header::CONTENT_LENGTH, len)
+            .header(header::CONTENT_TYPE, "video/mp4")
+            .body(Body::from_stream(stream))
+            .unwrap()
+    }
+
+    let app = axum::Router::new()
+        .route("/{name}", axum::routing::get(file))
+        .with_state(dir);
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+async fn fetch_with_download(url: &str, out_dir: &Path, job_id: &str) -> (Duration, u64) {
+    let http = reqwest::Client::builder().build().expect("client");
+    let request = DownloadRequest {
+        job_id: job_id.to_string(),
+        url: url.to_string(),
+        out_dir: out_dir.to_path_buf(),
+        max_bytes: u64::MAX,
+        stall_timeout: Duration::from_secs(30),
+    };
+    let started = Instant::now();
+    let output = download::download(&http, &request, &mut None)
+        .await
+        .expect("download");
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_file(&output.path);
+    (elapsed, output.bytes)
+}
+
+fn curl_fetch(url: &str, out: &Path) -> Duration {
+    let started = Instant::now();
+    let status = Command::new("curl")
+        .args(["-sS", "-o"])
+        .arg(out)
+        .arg(url)
+        .status()
+        .expect("curl runs");
+    let elapsed = started.elapsed();
+    assert!(status.success(), "curl failed");
+    let _ = std::fs::remove_file(out);
+    elapsed
+}
+
+fn which(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with(field))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
