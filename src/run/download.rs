@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
 use sha2::{Digest, Sha256};
 use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
 use crate::job::{Output, hex};
 
@@ -46,6 +46,9 @@ pub enum DownloadError {
     #[error("{detail}")]
     Refused { detail: String },
 }
+
+/// Bytes gathered before a write to the part file.
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// The final file's path for a job id (ids are validated by the manifest: no separators).
 pub fn output_path(out_dir: &Path, job_id: &str) -> PathBuf {
@@ -171,7 +174,7 @@ pub async fn download(
 
     // Hash what is already on disk, then append the rest.
     let mut hasher = Sha256::new();
-    let mut file = if offset > 0 {
+    let file = if offset > 0 {
         let mut existing = File::open(&part).await.map_err(|e| local(e, &part))?;
         let mut buffer = vec![0u8; 256 * 1024];
         loop {
@@ -192,15 +195,25 @@ pub async fn download(
     } else {
         File::create(&part).await.map_err(|e| local(e, &part))?
     };
+    // Large writes: each write of a tokio file is a trip to the blocking pool.
+    let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
 
     let mut written = offset;
     loop {
-        let chunk = tokio::time::timeout(request.stall_timeout, response.chunk())
-            .await
-            .map_err(|_| DownloadError::Transient {
-                detail: "download stalled".into(),
-            })?
-            .map_err(|e| transient(&e))?;
+        let chunk = match tokio::time::timeout(request.stall_timeout, response.chunk()).await {
+            Ok(Ok(chunk)) => chunk,
+            failed => {
+                // Keep what arrived: the next attempt resumes from the part file's length.
+                file.flush().await.ok();
+                return Err(match failed {
+                    Err(_) => DownloadError::Transient {
+                        detail: "download stalled".into(),
+                    },
+                    Ok(Err(e)) => transient(&e),
+                    Ok(Ok(_)) => unreachable!("handled above"),
+                });
+            }
+        };
         let Some(chunk) = chunk else { break };
         written += chunk.len() as u64;
         if written > total {
@@ -219,12 +232,15 @@ pub async fn download(
     }
     file.flush().await.map_err(|e| local(e, &part))?;
     if written != total {
-        file.sync_data().await.ok();
+        file.get_ref().sync_data().await.ok();
         return Err(DownloadError::Transient {
             detail: format!("connection closed after {written} of {total} bytes"),
         });
     }
-    file.sync_all().await.map_err(|e| local(e, &part))?;
+    file.get_ref()
+        .sync_all()
+        .await
+        .map_err(|e| local(e, &part))?;
     drop(file);
     tokio::fs::rename(&part, &final_path)
         .await

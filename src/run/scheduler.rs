@@ -377,7 +377,9 @@ impl<'a> Dispatcher<'a> {
                     continue;
                 }
                 JobState::Pending => {
-                    self.transition(&mut job, Event::AnalysisStarted { analysis_id: None }, now)?;
+                    // In memory only: `pending` and `analyzing` resume the same way, and not
+                    // rewriting every waiting job keeps the start of a large batch fast.
+                    job.apply(Event::AnalysisStarted { analysis_id: None }, now)?;
                     videos_needed.push(job.spec.video_url.clone());
                     self.wait_on_video(&job);
                 }
