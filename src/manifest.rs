@@ -221,7 +221,12 @@ impl From<ManifestError> for Fatal {
 
 /// Read and parse a manifest file.
 pub fn parse_file(path: &Path) -> Result<Manifest, ManifestError> {
-    let bytes = std::fs::read(path).map_err(|error| match error.kind() {
+    parse_bytes(path, &read_file(path)?)
+}
+
+/// A manifest file's bytes, or the error naming it.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, ManifestError> {
+    std::fs::read(path).map_err(|error| match error.kind() {
         std::io::ErrorKind::NotFound => ManifestError::Missing {
             path: path.to_path_buf(),
         },
@@ -229,14 +234,18 @@ pub fn parse_file(path: &Path) -> Result<Manifest, ManifestError> {
             path: path.to_path_buf(),
             cause: error.to_string(),
         },
-    })?;
-    parse_bytes(path, &bytes)
+    })
+}
+
+/// The fingerprint of a manifest file's bytes ([`Manifest::sha256`]).
+pub fn content_sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// Parse a manifest's bytes; `name` is only used to name the file in errors.
 pub fn parse_bytes(name: &Path, bytes: &[u8]) -> Result<Manifest, ManifestError> {
     let path = name.to_path_buf();
-    let sha256 = hex(&Sha256::digest(bytes));
+    let sha256 = content_sha256(bytes);
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(error) => {

@@ -37,6 +37,8 @@ const META_MANIFEST_SHA256: &str = "manifest_sha256";
 const META_DEFAULTS: &str = "ingest_defaults";
 /// How many rows the last ingest found changed after submission (and left alone).
 const META_CHANGED_SUBMITTED: &str = "ingest_changed_submitted";
+/// How many of the last ingested manifest's jobs were invalid.
+const META_INVALID: &str = "ingest_invalid";
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 32 << 20;
@@ -219,6 +221,32 @@ impl Store {
         }
     }
 
+    /// Whether the last ingest was of this very file with these defaults and left nothing to
+    /// report (no row changed after submission): then ingesting it again would change nothing,
+    /// and the answer is the number of invalid rows it had. Rerunning the same command skips
+    /// parsing and ingest this way, which is what makes resuming a large batch start at once.
+    pub fn settled(
+        &self,
+        manifest_sha256: &str,
+        defaults: &Defaults,
+    ) -> Result<Option<usize>, StoreError> {
+        let meta = |key: &str| -> Result<Option<sled::IVec>, StoreError> {
+            self.meta
+                .get(key)
+                .map_err(|error| self.sled_error("read meta", error))
+        };
+        let is = |value: Option<sled::IVec>, expected: &[u8]| {
+            value.is_some_and(|stored| stored.as_ref() == expected)
+        };
+        if !is(meta(META_MANIFEST_SHA256)?, manifest_sha256.as_bytes())
+            || !is(meta(META_DEFAULTS)?, defaults_text(defaults).as_bytes())
+            || !is(meta(META_CHANGED_SUBMITTED)?, b"0")
+        {
+            return Ok(None);
+        }
+        Ok(meta(META_INVALID)?.and_then(|value| std::str::from_utf8(&value).ok()?.parse().ok()))
+    }
+
     /// The database folder.
     pub fn path(&self) -> &Path {
         &self.path
@@ -241,23 +269,8 @@ impl Store {
         now_ms: u64,
     ) -> Result<IngestReport, StoreError> {
         let mut report = IngestReport::default();
-        // Rerunning the same command on the same file changes nothing: skip the per-row work,
-        // which dominates the time to the first request when resuming a large batch.
-        let defaults_text = format!("{}|{}", defaults.resolution, defaults.model_name);
-        let same_file = self.manifest_sha256()?.as_deref() == Some(manifest.sha256.as_str());
-        let meta_is = |key: &str, expected: &[u8]| -> Result<bool, StoreError> {
-            Ok(self
-                .meta
-                .get(key)
-                .map_err(|error| self.sled_error("read meta", error))?
-                .is_some_and(|stored| stored.as_ref() == expected))
-        };
-        // Rows left changed-after-submission are reported on every run (and `--replace-changed`
-        // must see them), so only a fully settled ingest is skipped.
-        if same_file
-            && meta_is(META_DEFAULTS, defaults_text.as_bytes())?
-            && meta_is(META_CHANGED_SUBMITTED, b"0")?
-        {
+        let defaults_text = defaults_text(defaults);
+        if self.settled(&manifest.sha256, defaults)?.is_some() {
             report.unchanged = manifest.jobs.len();
             report.invalid = manifest
                 .jobs
@@ -335,6 +348,7 @@ impl Store {
                 META_CHANGED_SUBMITTED,
                 report.changed_submitted.len().to_string(),
             ),
+            (META_INVALID, report.invalid.to_string()),
             (META_INGESTED_MS, now_ms.to_string()),
         ];
         for (key, value) in meta {
@@ -663,4 +677,9 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     } else {
         "panic".to_string()
     }
+}
+
+/// How the defaults applied to blank cells are remembered in `meta`.
+fn defaults_text(defaults: &Defaults) -> String {
+    format!("{}|{}", defaults.resolution, defaults.model_name)
 }

@@ -22,7 +22,7 @@ use crate::manifest::{self, Defaults};
 use crate::now_ms;
 use crate::run::poll::PollPolicy;
 use crate::run::scheduler::{RunReport, Settings, StopReason};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// A checked configuration for one run: everything is validated before any side effect.
 #[derive(Debug, Clone)]
@@ -154,33 +154,52 @@ pub async fn run_batch(
     config: &RunConfig,
     shutdown: CancellationToken,
 ) -> Result<RunReport, Fatal> {
-    let manifest = manifest::parse_file(&config.manifest)?;
-    let invalid = manifest.invalid().count();
-    if config.strict && invalid > 0 {
-        let mut fatal = Fatal::new(format!(
-            "{}: {invalid} invalid row(s); --strict refuses the whole manifest",
-            config.manifest.display()
-        ));
-        for job in manifest.invalid().take(20) {
-            if let Err(reason) = &job.row {
-                fatal = fatal.cause(format!("line {}: {reason}", job.line));
-            }
+    let bytes = manifest::read_file(&config.manifest)?;
+    let sha256 = manifest::content_sha256(&bytes);
+    // An existing database that already holds exactly this file needs no parse and no ingest
+    // (the common case: the same command, rerun to resume). A new database is only created
+    // once the manifest is known to be usable.
+    let existing = match Store::open_existing(&config.db) {
+        Ok(store) => Some(store),
+        Err(StoreError::Missing { .. }) => None,
+        Err(error) => return Err(error.into()),
+    };
+    let settled = match &existing {
+        Some(store) => store.settled(&sha256, &config.defaults)?,
+        None => None,
+    };
+    let (store, invalid) = match settled {
+        Some(invalid) if !(config.strict && invalid > 0) => {
+            (existing.expect("settled implies a database"), invalid)
         }
-        return Err(fatal.hint(format!(
-            "run `headswap-batch check {}` for every reason",
-            config.manifest.display()
-        )));
-    }
-    let store = Store::open(&config.db)?;
-    let report = store.ingest(
-        &manifest,
-        &config.defaults,
-        config.replace_changed,
-        now_ms(),
-    )?;
-    for id in &report.changed_submitted {
-        tracing::warn!(job = %id, "row changed after the job was submitted; keeping the submitted version (use --replace-changed to render it again)");
-    }
+        _ => {
+            let manifest = manifest::parse_bytes(&config.manifest, &bytes)?;
+            let invalid = manifest.invalid().count();
+            if config.strict && invalid > 0 {
+                return Err(strict_refusal(config, &manifest, invalid));
+            }
+            let store = match existing {
+                Some(store) => store,
+                None => Store::open(&config.db)?,
+            };
+            let report = store.ingest(
+                &manifest,
+                &config.defaults,
+                config.replace_changed,
+                now_ms(),
+            )?;
+            for id in &report.changed_submitted {
+                tracing::warn!(job = %id, "row changed after the job was submitted; keeping the submitted version (use --replace-changed to render it again)");
+            }
+            if report.removed > 0 {
+                tracing::info!(
+                    "{} job(s) whose rows left the manifest before submission were cancelled",
+                    report.removed
+                );
+            }
+            (store, invalid)
+        }
+    };
     if invalid > 0 {
         tracing::warn!(
             "{invalid} manifest row(s) are invalid; see `headswap-batch status` or `check`"
@@ -228,6 +247,23 @@ async fn watch_signals(shutdown: CancellationToken) {
             std::process::exit(128 + code);
         }
     }
+}
+
+/// `--strict`: the whole manifest is refused, with the first reasons.
+fn strict_refusal(config: &RunConfig, manifest: &manifest::Manifest, invalid: usize) -> Fatal {
+    let mut fatal = Fatal::new(format!(
+        "{}: {invalid} invalid row(s); --strict refuses the whole manifest",
+        config.manifest.display()
+    ));
+    for job in manifest.invalid().take(20) {
+        if let Err(reason) = &job.row {
+            fatal = fatal.cause(format!("line {}: {reason}", job.line));
+        }
+    }
+    fatal.hint(format!(
+        "run `headswap-batch check {}` for every reason",
+        config.manifest.display()
+    ))
 }
 
 /// The exit code for a finished or stopped run.
