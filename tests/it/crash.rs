@@ -1,13 +1,11 @@
 //! The real binary SIGKILLed at random moments, then run to completion: nothing lost, nothing
 //! paid twice except where flagged, every file exactly what the service served.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use headswap_batch::simulator::output_content;
 use rand::{Rng, SeedableRng};
 
-use crate::support::{Batch, assert_no_part_files, finish, simulator, text};
+use crate::support::{Batch, assert_exit, assert_finished_correctly, finish, simulator};
 
 fn manifest() -> String {
     let mut csv = String::from("id,video_url,face_url,obj_id\n");
@@ -54,42 +52,12 @@ async fn sigkill_at_random_moments_loses_nothing_and_pays_once() {
     );
 
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 0);
 
     let rows = batch.export();
     assert_eq!(rows.len(), 25);
     let stats = sim.stats();
-    let mut flagged_keys = HashMap::new();
-    for row in &rows {
-        assert_eq!(row["state"], "done", "{row:?}");
-        let bytes = std::fs::read(batch.out().join(format!("{}.mp4", row["id"]))).unwrap();
-        assert_eq!(
-            bytes,
-            output_content(&row["task_id"], 1 << 20),
-            "{}'s file",
-            row["id"]
-        );
-        let flagged = row["flags"].contains("possible_duplicate");
-        flagged_keys.insert((row["video_url"].clone(), row["mappings"].clone()), flagged);
-    }
-    for entry in &stats.creates {
-        let key = (entry.video_url.clone(), entry.mappings.clone());
-        let flagged = flagged_keys.get(&key).copied();
-        assert!(flagged.is_some(), "a create for no job: {entry:?}");
-        if entry.count > 1 {
-            assert_eq!(
-                flagged,
-                Some(true),
-                "duplicate create of an unflagged job: {entry:?}"
-            );
-        }
-    }
+    assert_finished_correctly("random kills", &batch, &stats, 1 << 20);
     assert_eq!(stats.creates.len(), 25, "every job was created");
-    assert_no_part_files(&batch.out());
     sim.shutdown().await;
 }

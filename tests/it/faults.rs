@@ -4,14 +4,13 @@
 //! run must finish with every file exactly what the service rendered, and no create repeated
 //! unless flagged.
 
-use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use headswap_batch::simulator::{SimKnobs, Simulator, Stats, ThrottleMode, output_content};
+use headswap_batch::simulator::{SimKnobs, Simulator, Stats, ThrottleMode};
 
 use crate::support::{
-    Batch, KEY, assert_no_part_files, finish, simulator, spawn, text, until, wait,
+    Batch, KEY, assert_finished_correctly, finish, simulator, spawn, text, until, wait,
 };
 
 const OUTPUT_BYTES: u64 = 128 * 1024;
@@ -25,34 +24,6 @@ fn manifest(jobs: usize, videos: usize) -> String {
         ));
     }
     csv
-}
-
-/// Every job is `done` with the exact bytes its task rendered, no part file is left, and
-/// every create the service saw twice belongs to a job flagged `possible_duplicate`.
-#[track_caller]
-fn assert_finished_correctly(case: &str, batch: &Batch, stats: &Stats) {
-    let rows = batch.export();
-    let mut flagged = HashMap::new();
-    for row in &rows {
-        assert_eq!(row["state"], "done", "{case}: {row:?}");
-        let file = std::fs::read(batch.out().join(format!("{}.mp4", row["id"]))).unwrap();
-        assert!(
-            file == output_content(&row["task_id"], OUTPUT_BYTES),
-            "{case}: {}'s file is not what its task rendered",
-            row["id"]
-        );
-        let key = (row["video_url"].clone(), row["mappings"].clone());
-        flagged.insert(key, row["flags"].contains("possible_duplicate"));
-    }
-    for entry in stats.creates.iter().filter(|entry| entry.count > 1) {
-        let key = (entry.video_url.clone(), entry.mappings.clone());
-        assert_eq!(
-            flagged.get(&key),
-            Some(&true),
-            "{case}: unflagged duplicate create {entry:?}"
-        );
-    }
-    assert_no_part_files(&batch.out());
 }
 
 /// One knob at a time, each with a check that the fault really happened.
@@ -120,7 +91,7 @@ async fn each_fault_alone_still_finishes_with_correct_files() {
             happened(&stats),
             "{case}: the fault never happened: {stats:?}"
         );
-        assert_finished_correctly(case, &batch, &stats);
+        assert_finished_correctly(case, &batch, &stats, OUTPUT_BYTES);
         if case == "rate_limit" {
             // Throttling never costs an attempt, so it never fails a job: shown above with
             // the default attempts; nothing was created twice either.
@@ -155,7 +126,7 @@ async fn links_that_expired_between_runs_are_refreshed_not_rerendered() {
         "an expired link was refused: {stats:?}"
     );
     assert_eq!(stats.billed_creates, 3, "nothing rendered twice: {stats:?}");
-    assert_finished_correctly("expired links", &batch, &stats);
+    assert_finished_correctly("expired links", &batch, &stats, OUTPUT_BYTES);
     sim.shutdown().await;
 }
 
@@ -224,7 +195,7 @@ async fn a_restarted_service_that_forgot_every_id_still_finishes() {
             "{stage}: one render per job: {stats:?}"
         );
         assert_eq!(stats.duplicate_creates, 0, "{stage}: {stats:?}");
-        assert_finished_correctly(stage, &batch, &stats);
+        assert_finished_correctly(stage, &batch, &stats, OUTPUT_BYTES);
         fresh.shutdown().await;
     }
 }

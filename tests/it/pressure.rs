@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use headswap_batch::simulator::{ThrottleMode, output_content};
+use headswap_batch::simulator::ThrottleMode;
 
-use crate::support::{Batch, assert_no_part_files, finish, simulator, text};
+use crate::support::{Batch, assert_exit, assert_finished_correctly, finish, simulator, text};
 
 fn manifest(jobs: usize, videos: usize) -> String {
     let mut csv = String::from("id,video_url,face_url\n");
@@ -104,45 +104,14 @@ async fn every_fault_at_once_still_finishes_with_correct_files() {
         ],
     ))
     .await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}",
-        text(&output.stderr)
-    );
-    let rows = batch.export();
+    assert_exit(&output, 0);
     let stats = sim.stats();
     assert!(
         stats.faults.error + stats.faults.http_error + stats.faults.reset > 0,
         "{stats:?}"
     );
     assert!(stats.faults.truncate > 0, "{stats:?}");
-    let flagged: HashMap<(String, String), bool> = rows
-        .iter()
-        .map(|row| {
-            let key = (row["video_url"].clone(), row["mappings"].clone());
-            (key, row["flags"].contains("possible_duplicate"))
-        })
-        .collect();
-    for row in &rows {
-        assert_eq!(row["state"], "done", "{row:?}");
-        let bytes = std::fs::read(batch.out().join(format!("{}.mp4", row["id"]))).unwrap();
-        assert_eq!(
-            bytes,
-            output_content(&row["task_id"], 256 * 1024),
-            "{}'s file",
-            row["id"]
-        );
-    }
-    for entry in stats.creates.iter().filter(|entry| entry.count > 1) {
-        let key = (entry.video_url.clone(), entry.mappings.clone());
-        assert_eq!(
-            flagged.get(&key),
-            Some(&true),
-            "unflagged duplicate: {entry:?}"
-        );
-    }
-    assert_no_part_files(&batch.out());
+    assert_finished_correctly("every fault", &batch, &stats, 256 * 1024);
     sim.shutdown().await;
 }
 
@@ -151,12 +120,7 @@ async fn out_of_credits_exits_5_and_a_top_up_continues_without_duplicates() {
     let sim = simulator(|knobs| knobs.credits = Some(3)).await;
     let batch = Batch::new(&manifest(8, 2));
     let output = finish(batch.run_command(&sim.base_url(), &["--concurrency", "2"])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(5),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 5);
     let stderr = text(&output.stderr);
     assert!(
         stderr.contains("out of credits") && stderr.contains("5 job(s) wait"),
@@ -177,12 +141,7 @@ async fn out_of_credits_exits_5_and_a_top_up_continues_without_duplicates() {
 
     sim.add_credits(100);
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 0);
     assert_all(&batch, "done");
     let stats = sim.stats();
     assert_eq!(stats.billed_creates, 8);
@@ -197,12 +156,7 @@ async fn a_rejected_key_exits_1_at_once_and_fails_no_job() {
     let mut command = batch.run_command(&sim.base_url(), &[]);
     command.args(["--api-key", "wrong-key-123"]);
     let output = finish(command).await;
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 1);
     let stderr = text(&output.stderr);
     assert!(stderr.contains("rejected the credentials"), "{stderr}");
     assert!(
@@ -226,12 +180,7 @@ async fn the_same_rejection_on_several_creates_stops_the_run_without_failing_job
         &["--model", "not-enabled", "--concurrency", "1"],
     ))
     .await;
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 1);
     let stderr = text(&output.stderr);
     assert!(stderr.contains("does not support this feature"), "{stderr}");
     let states = states(&batch);
@@ -256,19 +205,9 @@ async fn max_runtime_exits_4_and_the_rerun_finishes() {
         &["--max-runtime", "1s", "--concurrency", "2"],
     ))
     .await;
-    assert_eq!(
-        output.status.code(),
-        Some(4),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 4);
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 0);
     assert_all(&batch, "done");
     assert_eq!(sim.stats().duplicate_creates, 0);
     sim.shutdown().await;
@@ -292,12 +231,7 @@ async fn sigterm_and_sigint_stop_gracefully_and_the_rerun_finishes() {
             .unwrap();
         assert_eq!(status.code(), Some(code), "signal {signal}");
         let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "stderr: {}",
-            text(&output.stderr)
-        );
+        assert_exit(&output, 0);
         assert_all(&batch, "done");
         assert_eq!(sim.stats().duplicate_creates, 0, "signal {signal}");
         sim.shutdown().await;
@@ -311,12 +245,7 @@ async fn retry_sends_failed_renders_back_and_reports_what_it_did() {
         "id,video_url,face_url\nbad,http://v.example/x.mp4?fail=render,http://f.example/a.jpg\n",
     );
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 3);
     assert_eq!(states(&batch)["bad"], "failed");
 
     let output = crate::support::binary()
@@ -334,12 +263,7 @@ async fn retry_sends_failed_renders_back_and_reports_what_it_did() {
     assert_eq!(states(&batch)["bad"], "ready");
 
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 3);
     assert_eq!(
         sim.stats().calls.create,
         2,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use headswap_batch::simulator::output_content;
 
-use crate::support::{Batch, assert_no_part_files, finish, simulator, text};
+use crate::support::{Batch, assert_exit, assert_no_part_files, finish, simulator, text};
 
 const MIXED: &str = "\
 id,video_url,face_url,obj_id,sku
@@ -31,12 +31,7 @@ async fn a_mixed_batch_ends_in_the_right_states_with_one_analysis_per_video() {
     let sim = simulator(|_| {}).await;
     let batch = Batch::new(MIXED);
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 3);
 
     let jobs = by_id(batch.export());
     let state = |id: &str| jobs[id]["state"].as_str();
@@ -94,12 +89,7 @@ async fn a_mixed_batch_ends_in_the_right_states_with_one_analysis_per_video() {
     // A rerun of the same manifest makes no API call at all.
     let before = sim.stats();
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 3);
     let after = sim.stats();
     assert_eq!(
         before.calls, after.calls,
@@ -113,12 +103,7 @@ async fn a_mixed_batch_ends_in_the_right_states_with_one_analysis_per_video() {
     )
     .unwrap();
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 3);
     let jobs = by_id(batch.export());
     assert_eq!(jobs["pick"]["state"], "done", "{:?}", jobs["pick"]);
     let last = sim.stats();
@@ -163,12 +148,7 @@ async fn links_that_always_expire_end_in_expired_after_fresh_links_were_tried() 
     let batch =
         Batch::new("id,video_url,face_url\nx,http://v.example/one.mp4,http://f.example/a.jpg\n");
     let output = finish(batch.run_command(&sim.base_url(), &["--max-attempts", "3"])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 3);
     let jobs = by_id(batch.export());
     assert_eq!(jobs["x"]["state"], "expired", "{:?}", jobs["x"]);
     let stats = sim.stats();
@@ -189,12 +169,7 @@ async fn every_job_done_exits_zero() {
         "id,video_url,face_url\nx,http://v.example/one.mp4,http://f.example/a.jpg\ny,http://v.example/two.mp4,http://f.example/b.jpg\n",
     );
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 0);
     let summary = text(&output.stdout);
     assert!(
         summary.contains("done") && summary.contains('2'),

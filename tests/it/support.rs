@@ -117,34 +117,8 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// Run a command to completion off the async runtime's threads. A run that hangs is killed
 /// after two minutes (and the test fails) rather than left behind.
-pub async fn finish(mut command: Command) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
-        let pid = child.id() as i32;
-        let (finished, watchdog_sees) = std::sync::mpsc::channel::<()>();
-        let watchdog = std::thread::spawn(move || {
-            let timed_out = watchdog_sees
-                .recv_timeout(std::time::Duration::from_secs(120))
-                .is_err();
-            if timed_out {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            timed_out
-        });
-        let output = child.wait_with_output().expect("the binary runs");
-        let _ = finished.send(());
-        assert!(
-            !watchdog.join().unwrap(),
-            "the command hung and was killed: {command:?}"
-        );
-        output
-    })
-    .await
-    .unwrap()
+pub async fn finish(command: Command) -> Output {
+    wait(spawn(command)).await
 }
 
 /// No `.part` file is left in the folder.
@@ -326,4 +300,54 @@ pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// The command ended with this exit code (the message shows its stderr).
+#[track_caller]
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+}
+
+/// Every job is `done` with the exact bytes its task rendered, no part file is left, and
+/// every create the service saw twice belongs to a job flagged `possible_duplicate`.
+#[track_caller]
+pub fn assert_finished_correctly(
+    case: &str,
+    batch: &Batch,
+    stats: &headswap_batch::simulator::Stats,
+    output_bytes: u64,
+) {
+    let rows = batch.export();
+    let mut flagged = std::collections::HashMap::new();
+    for row in &rows {
+        assert_eq!(row["state"], "done", "{case}: {row:?}");
+        let file = std::fs::read(batch.out().join(format!("{}.mp4", row["id"]))).unwrap();
+        assert!(
+            file == headswap_batch::simulator::output_content(&row["task_id"], output_bytes),
+            "{case}: {}'s file is not what its task rendered",
+            row["id"]
+        );
+        let key = (row["video_url"].clone(), row["mappings"].clone());
+        flagged.insert(key, row["flags"].contains("possible_duplicate"));
+    }
+    for entry in &stats.creates {
+        let key = (entry.video_url.clone(), entry.mappings.clone());
+        assert!(
+            flagged.contains_key(&key),
+            "{case}: a create for no job: {entry:?}"
+        );
+        if entry.count > 1 {
+            assert_eq!(
+                flagged.get(&key),
+                Some(&true),
+                "{case}: unflagged duplicate create {entry:?}"
+            );
+        }
+    }
+    assert_no_part_files(&batch.out());
 }
