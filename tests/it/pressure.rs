@@ -220,11 +220,18 @@ async fn sigterm_and_sigint_stop_gracefully_and_the_rerun_finishes() {
         let batch = Batch::new(&manifest(6, 2));
         let mut child = batch.run_command(&sim.base_url(), &[]).spawn().unwrap();
         // Wait until renders are under way, then signal.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while sim.stats().calls.create == 0 {
-            assert!(std::time::Instant::now() < deadline, "no create within 20s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::support::until("a create", || sim.stats().calls.create > 0).await;
+        // Meanwhile `status` from another process shows the running batch.
+        let status = crate::support::binary()
+            .arg("--db")
+            .arg(batch.db())
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", text(&status.stderr));
+        let view: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(view["live"], true, "{view}");
+        assert_eq!(view["jobs"], 6, "{view}");
         unsafe { libc::kill(child.id() as i32, signal) };
         let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
