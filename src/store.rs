@@ -42,6 +42,9 @@ const META_INVALID: &str = "ingest_invalid";
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 32 << 20;
+
+/// Jobs written per sled batch during ingest.
+const INGEST_CHUNK: usize = 1000;
 const META_INGESTED_MS: &str = "manifest_ingested_ms";
 
 /// An open job database. Cheap to clone: clones share the same open database.
@@ -247,6 +250,12 @@ impl Store {
         Ok(meta(META_INVALID)?.and_then(|value| std::str::from_utf8(&value).ok()?.parse().ok()))
     }
 
+    fn apply_jobs(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.jobs
+            .apply_batch(batch)
+            .map_err(|error| self.sled_error("write the ingested jobs", error))
+    }
+
     /// The database folder.
     pub fn path(&self) -> &Path {
         &self.path
@@ -279,8 +288,17 @@ impl Store {
                 .count();
             return Ok(report);
         }
+        // Written in chunks: one sled batch of 100k records costs hundreds of MB. The ingest is
+        // idempotent and its manifest fingerprint is written last, so a crash between chunks
+        // only means the next run ingests again.
         let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
         for entry in &manifest.jobs {
+            if in_batch >= INGEST_CHUNK {
+                self.apply_jobs(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+            in_batch += 1;
             if entry.row.is_err() {
                 report.invalid += 1;
             }
@@ -334,9 +352,7 @@ impl Store {
                 report.removed += 1;
             }
         }
-        self.jobs
-            .apply_batch(batch)
-            .map_err(|error| self.sled_error("write the ingested jobs", error))?;
+        self.apply_jobs(batch)?;
         let meta = [
             (
                 META_MANIFEST_PATH,
