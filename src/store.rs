@@ -43,6 +43,9 @@ const META_INVALID: &str = "ingest_invalid";
 /// sled's page cache.
 const CACHE_BYTES: u64 = 32 << 20;
 
+/// How long a lock refusal is retried on open (see [`Store::open`]).
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Jobs written per sled batch during ingest.
 const INGEST_CHUNK: usize = 1000;
 const META_INGESTED_MS: &str = "manifest_ingested_ms";
@@ -163,15 +166,26 @@ impl Store {
         // sled's default page cache is 1 GiB; the run keeps what it works on in memory itself,
         // so a small cache keeps a 100k-job run's footprint bounded.
         let config = sled::Config::new().path(path).cache_capacity(CACHE_BYTES);
-        // sled may panic on some kinds of garbage instead of returning an error.
-        let db = match catch_unwind(AssertUnwindSafe(|| config.open())) {
-            Ok(Ok(db)) => db,
-            Ok(Err(error)) => return Err(open_error(path, error)),
-            Err(panic) => {
-                return Err(StoreError::Damaged {
-                    path: path.to_path_buf(),
-                    cause: format!("sled failed while opening it: {}", panic_text(&panic)),
-                });
+        // sled releases its file lock from a background thread some moments after the last
+        // handle is dropped, so a database this process just closed can look held by another
+        // process for a short while: retry a lock refusal briefly before reporting it.
+        let lock_grace = std::time::Instant::now() + LOCK_GRACE;
+        let db = loop {
+            // sled may panic on some kinds of garbage instead of returning an error.
+            match catch_unwind(AssertUnwindSafe(|| config.open())) {
+                Ok(Ok(db)) => break db,
+                Ok(Err(error)) => match open_error(path, error) {
+                    StoreError::Locked { .. } if std::time::Instant::now() < lock_grace => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    error => return Err(error),
+                },
+                Err(panic) => {
+                    return Err(StoreError::Damaged {
+                        path: path.to_path_buf(),
+                        cause: format!("sled failed while opening it: {}", panic_text(&panic)),
+                    });
+                }
             }
         };
         let tree = |name: &str| {
