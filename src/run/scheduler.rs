@@ -260,7 +260,6 @@ struct Dispatcher<'a> {
     downloads_waiting: VecDeque<String>,
     downloads_running: usize,
     etags: HashMap<String, String>,
-    api_in_flight: usize,
     workers: JoinSet<Outcome>,
     download_tasks: HashMap<String, tokio::task::AbortHandle>,
     /// Set by a hard stop: in-flight work is abandoned at this instant.
@@ -334,7 +333,6 @@ impl<'a> Dispatcher<'a> {
             downloads_waiting: VecDeque::new(),
             downloads_running: 0,
             etags: HashMap::new(),
-            api_in_flight: 0,
             workers: JoinSet::new(),
             download_tasks: HashMap::new(),
             grace_until: None,
@@ -699,7 +697,6 @@ impl<'a> Dispatcher<'a> {
     async fn start_call(&mut self, call: ApiCall) -> Result<(), RunError> {
         let client = self.client.clone();
         self.api_calls += 1;
-        self.api_in_flight += 1;
         match call {
             ApiCall::Analyze(video_url) => {
                 let record = self
@@ -799,9 +796,6 @@ impl<'a> Dispatcher<'a> {
     }
 
     async fn handle(&mut self, outcome: Outcome) -> Result<(), RunError> {
-        if !matches!(outcome, Outcome::Download { .. }) {
-            self.api_in_flight -= 1;
-        }
         match outcome {
             Outcome::Analyze { video_url, result } => self.on_analyze(video_url, result).await,
             Outcome::AnalysisDetail { video_url, result } => {
