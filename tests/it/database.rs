@@ -96,7 +96,7 @@ async fn a_damaged_database_is_refused_by_name() {
 async fn a_database_from_a_newer_version_is_refused_never_rewritten() {
     let (batch, _) = finished_batch().await;
     {
-        let db = sled::open(batch.db()).unwrap();
+        let db = crate::support::open_raw_sled(&batch.db());
         let meta = db.open_tree("meta").unwrap();
         meta.insert("schema_version", "999").unwrap();
         db.flush().unwrap();
@@ -108,7 +108,7 @@ async fn a_database_from_a_newer_version_is_refused_never_rewritten() {
             "the version found is named"
         );
     }
-    let db = sled::open(batch.db()).unwrap();
+    let db = crate::support::open_raw_sled(&batch.db());
     let version = db.open_tree("meta").unwrap().get("schema_version").unwrap();
     assert_eq!(version.as_deref(), Some(&b"999"[..]));
     assert_eq!(db.open_tree("jobs").unwrap().len(), 2, "no job lost");

@@ -509,7 +509,7 @@ fn a_missing_database_is_not_created_by_open_existing() {
 
 /// Open the database with sled directly (what a future version, or damage, would leave).
 fn with_raw_sled(path: &Path, work: impl FnOnce(&sled::Db)) {
-    let db = sled::open(path).unwrap();
+    let db = crate::support::open_raw_sled(path);
     work(&db);
     db.flush().unwrap();
 }

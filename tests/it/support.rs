@@ -351,3 +351,19 @@ pub fn assert_finished_correctly(
     }
     assert_no_part_files(&batch.out());
 }
+
+/// Open a database with sled directly (to plant what the store must refuse). sled releases a
+/// dropped handle's file lock from a background thread, so a database this process just
+/// closed may still look locked for a moment: retry briefly.
+pub fn open_raw_sled(path: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("open {}: {error}", path.display()),
+        }
+    }
+}
