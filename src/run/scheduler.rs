@@ -115,7 +115,7 @@ pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<RunReport, RunError> {
-    let mut dispatcher = Dispatcher::new(store, client, settings)?;
+    let mut dispatcher = Dispatcher::new(store, client, settings);
     dispatcher.resume().await?;
     dispatcher.main_loop(shutdown).await?;
     Ok(dispatcher.report())
@@ -308,14 +308,14 @@ fn since_ms(then_ms: Option<u64>) -> Duration {
 }
 
 impl<'a> Dispatcher<'a> {
-    fn new(store: &'a Store, client: Client, settings: Settings) -> Result<Self, RunError> {
+    fn new(store: &'a Store, client: Client, settings: Settings) -> Self {
         let pacer = Pacer::new(
             settings.rate,
             settings.burst,
             settings.cooldown_cap,
             settings.backoff_base,
         );
-        Ok(Dispatcher {
+        Dispatcher {
             store,
             client,
             pacer,
@@ -353,7 +353,7 @@ impl<'a> Dispatcher<'a> {
             after_flush: Vec::new(),
             held_requests: Vec::new(),
             settings,
-        })
+        }
     }
 
     /// Load every job and re-attach to whatever is at the service. Jobs caught in the
@@ -400,7 +400,8 @@ impl<'a> Dispatcher<'a> {
                         "a create for this job may have been sent before the last run stopped; {}",
                         if hold { "holding it (state held)" } else { "submitting again, flagged possible_duplicate" }
                     );
-                    self.transition(&mut job, Event::Ambiguous { hold }, now)?;
+                    job.apply(Event::Ambiguous { hold }, now)?;
+                    self.store.put_job(&job)?;
                     if !hold {
                         self.ready.push_back(job.id.clone());
                     }
@@ -1421,11 +1422,6 @@ impl<'a> Dispatcher<'a> {
             .entry(job.spec.video_url.clone())
             .or_default()
             .push(job.id.clone());
-    }
-
-    fn transition(&mut self, job: &mut Job, event: Event, now: u64) -> Result<(), RunError> {
-        job.apply(event, now)?;
-        Ok(self.store.put_job(job)?)
     }
 
     /// Decide what an API failure means for the run; re-queue throttled calls.

@@ -15,11 +15,11 @@ use axum::extract::Path as UrlPath;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
-use headswap_batch::akool::{ApiError, Client, ClientConfig, Credentials};
+use headswap_batch::akool::ApiError;
 use headswap_batch::run::download::{self, DownloadError, DownloadRequest};
-use headswap_batch::secret::Secret;
 use headswap_batch::simulator::Simulator;
 
+use crate::akool::client;
 use crate::support::{Batch, binary, finish, simulator, text};
 
 /// Distinctive values, so that a match anywhere is certainly a leak.
@@ -289,16 +289,6 @@ async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
         axum::serve(listener, app).await.unwrap();
     });
     (url, server)
-}
-
-fn client(base_url: &str, key: &str) -> Client {
-    Client::new(ClientConfig {
-        base_url: base_url.to_string(),
-        credentials: Credentials::ApiKey(Secret::new(key)),
-        request_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(2),
-    })
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
