@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use headswap_batch::akool::{Mapping, Subject};
+use headswap_batch::akool::Mapping;
 use headswap_batch::job::{Event, Job, JobSpec, Output};
 use headswap_batch::manifest;
 use headswap_batch::store::Store;
@@ -74,10 +74,6 @@ fn store_transitions(c: &mut Criterion) {
                     mappings: vec![Mapping {
                         obj_id: 0,
                         img_url: job.spec.faces[0].face_url.clone(),
-                    }],
-                    subjects: vec![Subject {
-                        obj_id: 0,
-                        img_url: "https://files.example.com/preview.svg".into(),
                     }],
                 },
                 Event::SubmitIntent,

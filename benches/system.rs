@@ -399,7 +399,7 @@ fn scale(quick: bool) {
             model_name: "akool-premium".into(),
         };
         store
-            .ingest(&parsed, &defaults, false, headswap_batch::now_ms())
+            .ingest(parsed, &defaults, false, headswap_batch::now_ms())
             .expect("ingest");
     }
     let ingest = started.elapsed();

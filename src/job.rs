@@ -106,6 +106,7 @@ impl std::str::FromStr for JobState {
 /// One face of a job as the manifest gave it: `obj_id` blank means "choose automatically".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Face {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub obj_id: Option<u32>,
     pub face_url: String,
 }
@@ -119,14 +120,17 @@ pub struct JobSpec {
     pub resolution: String,
     pub model_name: String,
     pub keep_original_sound: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_id: Option<String>,
     /// The manifest's extra columns, in header order, echoed into the export.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra: Vec<(String, String)>,
 }
 
 /// The last error a job met: Akool's business code when there was one, and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i64>,
     pub message: String,
 }
@@ -153,8 +157,11 @@ pub struct Output {
 pub struct Timestamps {
     pub created_ms: u64,
     pub updated_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rendered_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
 }
 
@@ -168,21 +175,33 @@ pub struct Job {
     /// Hash of the spec's request-relevant fields; see [`JobSpec::fingerprint`].
     pub fingerprint: String,
     pub state: JobState,
+    // Empty and absent fields are left out of the stored record (half its size for a waiting
+    // job): every record of every job is read at the start of a run and kept in sled's cache.
     /// The mappings the create request uses, fixed once subjects are chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mappings: Vec<Mapping>,
-    /// Subjects the analysis detected (listed for `needs_mapping`).
+    /// Subjects the analysis detected, kept for a job in `needs_mapping` (a person chooses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<Subject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
     /// The latest output URL from task detail; `None` in `downloading` means "ask for one".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Output>,
     /// Attempts at the current stage (transient failures); reset when a stage completes.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<JobError>,
     /// A create for this job may have been sent twice (the ambiguous window).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub possible_duplicate: bool,
     /// The render ended in status 4 (as opposed to the service being unreachable about it).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub render_failed: bool,
     pub times: Timestamps,
 }
@@ -193,10 +212,7 @@ pub enum Event {
     /// `pending → analyzing`: the job waits for its video's analysis (shared per video).
     AnalysisStarted { analysis_id: Option<String> },
     /// `analyzing → ready`: subjects are chosen; these are the create's mappings.
-    Mapped {
-        mappings: Vec<Mapping>,
-        subjects: Vec<Subject>,
-    },
+    Mapped { mappings: Vec<Mapping> },
     /// `analyzing → needs_mapping`: several subjects and no rule to choose.
     NeedsMapping { subjects: Vec<Subject> },
     /// `ready → submitting`: the intent to create, made durable before the request is sent.
@@ -280,6 +296,14 @@ impl JobSpec {
 }
 
 /// Lower-case hex of some bytes.
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
@@ -343,9 +367,9 @@ impl Job {
                 // The shared analysis was (re)submitted: remember its id.
                 self.analysis_id = analysis_id;
             }
-            (S::Analyzing, Event::Mapped { mappings, subjects }) if !mappings.is_empty() => {
+            (S::Analyzing, Event::Mapped { mappings }) if !mappings.is_empty() => {
                 self.mappings = mappings;
-                self.subjects = subjects;
+                self.subjects = Vec::new();
                 self.stage_done(S::Ready);
             }
             (S::Analyzing, Event::NeedsMapping { subjects }) => {

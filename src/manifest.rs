@@ -59,10 +59,10 @@ pub struct ManifestJob {
     pub lines: Vec<u64>,
     /// The job, or the one-line reason it is invalid.
     pub row: Result<RawJob, String>,
-    /// The first row's `video_url` as written (trimmed), kept for invalid jobs too so the
-    /// export can show which video a bad row was about.
+    /// For an invalid job: the first row's `video_url` as written (trimmed), so the export can
+    /// show which video a bad row was about. Empty for a valid job (it is in `row`).
     pub video_url: String,
-    /// The first row's extra columns, kept for invalid jobs too.
+    /// For an invalid job: the first row's extra columns. Empty for a valid job.
     pub extra: Vec<(String, String)>,
 }
 
@@ -590,8 +590,16 @@ impl<'h> Builder<'h> {
             let first = &rows[0];
             let line = first.line;
             let lines = rows.iter().map(|row| row.line).collect();
-            let video_url = first.video_url.clone();
-            let extra = first.extra.clone();
+            // Kept for an invalid job only: a valid one has its video and extra columns in
+            // `row`, and copies would double the memory a large manifest takes. A single row
+            // whose fields are valid always makes a valid job.
+            let may_be_invalid =
+                rows.len() > 1 || first.fields.is_err() || matches!(key, Key::Unusable(_));
+            let (video_url, extra) = if may_be_invalid {
+                (first.video_url.clone(), first.extra.clone())
+            } else {
+                (String::new(), Vec::new())
+            };
             let (id, row, kind) = match key {
                 Key::Given(id) => {
                     let row = assemble(&id, rows);
@@ -608,6 +616,10 @@ impl<'h> Builder<'h> {
                     };
                     (format!("line-{line}"), Err(reason), Kind::Unusable)
                 }
+            };
+            let (video_url, extra) = match row {
+                Ok(_) => (String::new(), Vec::new()),
+                Err(_) => (video_url, extra),
             };
             jobs.push(ManifestJob {
                 id,
@@ -659,6 +671,10 @@ fn settle_ids(jobs: &mut [ManifestJob], kinds: &[Kind]) {
     };
     for (index, earlier, id) in renames {
         let job = &mut jobs[index];
+        if let Ok(raw) = &job.row {
+            job.video_url = raw.video_url.clone();
+            job.extra = raw.extra.clone();
+        }
         match kinds[index] {
             Kind::Derived => job.row = Err(format!("duplicate of line {earlier}")),
             Kind::Given => {

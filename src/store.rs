@@ -27,7 +27,11 @@ use crate::job::{AnalysisRecord, Event, Job, JobState, hex};
 use crate::manifest::{Defaults, Manifest, ManifestJob};
 
 /// The version of the record format and tree layout this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: empty and absent fields of a job are left out of its record. Version 1 records read as
+/// they are; opening a version 1 database marks it version 2, so that an older build refuses
+/// it instead of misreading the shorter records.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Keys of the `meta` tree.
 const META_SCHEMA_VERSION: &str = "schema_version";
@@ -46,8 +50,6 @@ const CACHE_BYTES: u64 = 32 << 20;
 /// How long a lock refusal is retried on open (see [`Store::open`]).
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Jobs written per sled batch during ingest.
-const INGEST_CHUNK: usize = 1000;
 const META_INGESTED_MS: &str = "manifest_ingested_ms";
 
 /// An open job database. Cheap to clone: clones share the same open database.
@@ -222,6 +224,9 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     });
                 }
+                if found < SCHEMA_VERSION {
+                    self.write_schema_version()?;
+                }
                 Ok(())
             }
             None if had_data || !self.jobs.is_empty() || !self.analyses.is_empty() => {
@@ -229,13 +234,15 @@ impl Store {
                     "it has no {META_SCHEMA_VERSION} record: its files are unreadable, or it is not a headswap-batch database"
                 )))
             }
-            None => {
-                self.meta
-                    .insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_bytes())
-                    .map_err(|error| self.sled_error("write the schema version", error))?;
-                self.flush()
-            }
+            None => self.write_schema_version(),
         }
+    }
+
+    fn write_schema_version(&self) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_bytes())
+            .map_err(|error| self.sled_error("write the schema version", error))?;
+        self.flush()
     }
 
     /// Whether the last ingest was of this very file with these defaults and left nothing to
@@ -264,12 +271,6 @@ impl Store {
         Ok(meta(META_INVALID)?.and_then(|value| std::str::from_utf8(&value).ok()?.parse().ok()))
     }
 
-    fn apply_jobs(&self, batch: sled::Batch) -> Result<(), StoreError> {
-        self.jobs
-            .apply_batch(batch)
-            .map_err(|error| self.sled_error("write the ingested jobs", error))
-    }
-
     /// The database folder.
     pub fn path(&self) -> &Path {
         &self.path
@@ -286,75 +287,40 @@ impl Store {
     /// `replace_changed` says to restart it anyway.
     pub fn ingest(
         &self,
-        manifest: &Manifest,
+        manifest: Manifest,
         defaults: &Defaults,
         replace_changed: bool,
         now_ms: u64,
     ) -> Result<IngestReport, StoreError> {
         let mut report = IngestReport::default();
         let defaults_text = defaults_text(defaults);
-        if self.settled(&manifest.sha256, defaults)?.is_some() {
-            report.unchanged = manifest.jobs.len();
-            report.invalid = manifest
-                .jobs
-                .iter()
-                .filter(|entry| entry.row.is_err())
-                .count();
+        let Manifest {
+            path: manifest_path,
+            jobs,
+            sha256,
+            ..
+        } = manifest;
+        if self.settled(&sha256, defaults)?.is_some() {
+            report.unchanged = jobs.len();
+            report.invalid = jobs.iter().filter(|entry| entry.row.is_err()).count();
             return Ok(report);
         }
-        // Written in chunks: one sled batch of 100k records costs hundreds of MB. The ingest is
-        // idempotent and its manifest fingerprint is written last, so a crash between chunks
-        // only means the next run ingests again.
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for entry in &manifest.jobs {
-            if in_batch >= INGEST_CHUNK {
-                self.apply_jobs(std::mem::take(&mut batch))?;
-                in_batch = 0;
-            }
-            in_batch += 1;
-            if entry.row.is_err() {
-                report.invalid += 1;
-            }
-            let wanted = wanted_job(entry, defaults, now_ms);
-            let Some(mut existing) = self.job(&entry.id)? else {
-                batch.insert(entry.id.as_bytes(), self.encode_job(&wanted)?);
-                report.added += 1;
-                continue;
-            };
-            if existing.fingerprint == wanted.fingerprint {
-                // Same request: keep the state, refresh what does not affect the render.
-                let before = existing.clone();
-                existing.line = entry.line;
-                existing.spec.extra = wanted.spec.extra;
-                if existing != before {
-                    batch.insert(entry.id.as_bytes(), self.encode_job(&existing)?);
-                }
-                report.unchanged += 1;
-                continue;
-            }
-            let submitted = may_have_been_submitted(&existing);
-            if submitted && !replace_changed {
-                report.changed_submitted.push(entry.id.clone());
-                continue;
-            }
-            let replacement = replace(existing, wanted, now_ms);
-            batch.insert(entry.id.as_bytes(), self.encode_job(&replacement)?);
-            if submitted {
-                report.replaced.push(entry.id.clone());
-            } else {
-                report.updated += 1;
-            }
+        // Each job's memory is released as soon as it is written, which the store's own
+        // growth reuses: a large manifest is not held whole next to its records. Written
+        // record by record, not in sled batches: a batch holds far more memory than its
+        // records (measured at 100,000 jobs: batches of 1,000 peak 30 MB above single writes,
+        // one batch of all near 1 GB). The ingest is idempotent and its manifest fingerprint is
+        // written last, so a crash part-way only means the next run ingests again.
+        let mut listed = std::collections::HashSet::with_capacity(jobs.len());
+        for entry in jobs {
+            self.ingest_one(&entry, defaults, replace_changed, now_ms, &mut report)?;
+            listed.insert(entry.id);
         }
         // The manifest is the list of what to render. A job whose row is gone and that never
         // reached the service (invalid, waiting, needs_mapping) is dropped: rendering a removed
         // row would spend credits nobody asked for, and a fixed row's old invalid job would make
         // every later run end "incomplete". Jobs that may have been submitted stay and finish.
-        let listed: std::collections::HashSet<&str> = manifest
-            .jobs
-            .iter()
-            .map(|entry| entry.id.as_str())
-            .collect();
+        let mut cancelled = Vec::new();
         for key in self.jobs.iter().keys() {
             let key = key.map_err(|error| self.sled_error("list the jobs", error))?;
             if listed.contains(String::from_utf8_lossy(&key).as_ref()) {
@@ -362,17 +328,21 @@ impl Store {
             }
             let id = String::from_utf8_lossy(&key).into_owned();
             if self.job(&id)?.is_some_and(|job| is_cancellable(&job)) {
-                batch.remove(key);
-                report.removed += 1;
+                cancelled.push(key);
             }
         }
-        self.apply_jobs(batch)?;
+        for key in cancelled {
+            self.jobs
+                .remove(key)
+                .map_err(|error| self.sled_error("remove a job", error))?;
+            report.removed += 1;
+        }
         let meta = [
             (
                 META_MANIFEST_PATH,
-                manifest.path.to_string_lossy().into_owned(),
+                manifest_path.to_string_lossy().into_owned(),
             ),
-            (META_MANIFEST_SHA256, manifest.sha256.clone()),
+            (META_MANIFEST_SHA256, sha256),
             (META_DEFAULTS, defaults_text),
             (
                 META_CHANGED_SUBMITTED,
@@ -388,6 +358,50 @@ impl Store {
         }
         self.flush()?;
         Ok(report)
+    }
+
+    /// Bring one job in line with its manifest entry (see [`Store::ingest`]).
+    fn ingest_one(
+        &self,
+        entry: &ManifestJob,
+        defaults: &Defaults,
+        replace_changed: bool,
+        now_ms: u64,
+        report: &mut IngestReport,
+    ) -> Result<(), StoreError> {
+        if entry.row.is_err() {
+            report.invalid += 1;
+        }
+        let wanted = wanted_job(entry, defaults, now_ms);
+        let Some(mut existing) = self.job(&entry.id)? else {
+            self.put_job(&wanted)?;
+            report.added += 1;
+            return Ok(());
+        };
+        if existing.fingerprint == wanted.fingerprint {
+            // Same request: keep the state, refresh what does not affect the render.
+            let before = existing.clone();
+            existing.line = entry.line;
+            existing.spec.extra = wanted.spec.extra;
+            if existing != before {
+                self.put_job(&existing)?;
+            }
+            report.unchanged += 1;
+            return Ok(());
+        }
+        let submitted = may_have_been_submitted(&existing);
+        if submitted && !replace_changed {
+            report.changed_submitted.push(entry.id.clone());
+            return Ok(());
+        }
+        let replacement = replace(existing, wanted, now_ms);
+        self.put_job(&replacement)?;
+        if submitted {
+            report.replaced.push(entry.id.clone());
+        } else {
+            report.updated += 1;
+        }
+        Ok(())
     }
 
     /// The SHA-256 of the last ingested manifest file, if any.
@@ -448,9 +462,10 @@ impl Store {
 
     /// Write an analysis record. Not durable until the next [`Store::flush`].
     pub fn put_analysis(&self, record: &AnalysisRecord) -> Result<(), StoreError> {
-        let envelope = AnalysisEnvelope {
+        let envelope = Envelope {
             v: SCHEMA_VERSION,
-            analysis: record.clone(),
+            analysis: Some(record),
+            job: None,
         };
         let bytes = serde_json::to_vec(&envelope).map_err(|error| StoreError::Encode {
             path: self.path.clone(),
@@ -490,9 +505,10 @@ impl Store {
     }
 
     fn encode_job(&self, job: &Job) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(&JobEnvelope {
+        serde_json::to_vec(&Envelope {
             v: SCHEMA_VERSION,
-            job: job.clone(),
+            job: Some(job),
+            analysis: None,
         })
         .map_err(|error| StoreError::Encode {
             path: self.path.clone(),
@@ -549,15 +565,25 @@ impl Store {
     }
 }
 
-/// `{"v":1,"job":{...}}`
-#[derive(Serialize, Deserialize)]
+/// What is written: `{"v":2,"job":{...}}` or `{"v":2,"analysis":{...}}`, borrowing the record.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    v: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<&'a Job>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    analysis: Option<&'a AnalysisRecord>,
+}
+
+/// `{"v":2,"job":{...}}`
+#[derive(Deserialize)]
 struct JobEnvelope {
     v: u32,
     job: Job,
 }
 
-/// `{"v":1,"analysis":{...}}`
-#[derive(Serialize, Deserialize)]
+/// `{"v":2,"analysis":{...}}`
+#[derive(Deserialize)]
 struct AnalysisEnvelope {
     v: u32,
     analysis: AnalysisRecord,

@@ -331,14 +331,14 @@ pub fn flags_text(job: &Job) -> String {
     flags.join("|")
 }
 
-fn is_in_flight(state: JobState) -> bool {
+pub(crate) fn is_in_flight(state: JobState) -> bool {
     matches!(
         state,
         JobState::Analyzing | JobState::Submitting | JobState::Rendering | JobState::Downloading
     )
 }
 
-fn needs_attention(state: JobState) -> bool {
+pub(crate) fn needs_attention(state: JobState) -> bool {
     state.is_final() && state != JobState::Done
 }
 

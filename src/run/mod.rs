@@ -154,7 +154,7 @@ pub async fn run_batch(
     config: &RunConfig,
     shutdown: CancellationToken,
 ) -> Result<RunReport, Fatal> {
-    let bytes = manifest::read_file(&config.manifest)?;
+    let mut bytes = manifest::read_file(&config.manifest)?;
     let sha256 = manifest::content_sha256(&bytes);
     // An existing database that already holds exactly this file needs no parse and no ingest
     // (the common case: the same command, rerun to resume). A new database is only created
@@ -173,7 +173,8 @@ pub async fn run_batch(
             (existing.expect("settled implies a database"), invalid)
         }
         _ => {
-            let manifest = manifest::parse_bytes(&config.manifest, &bytes)?;
+            // The file's bytes are not needed once parsed.
+            let manifest = manifest::parse_bytes(&config.manifest, &std::mem::take(&mut bytes))?;
             let invalid = manifest.invalid().count();
             if config.strict && invalid > 0 {
                 return Err(strict_refusal(config, &manifest, invalid));
@@ -182,12 +183,8 @@ pub async fn run_batch(
                 Some(store) => store,
                 None => Store::open(&config.db)?,
             };
-            let report = store.ingest(
-                &manifest,
-                &config.defaults,
-                config.replace_changed,
-                now_ms(),
-            )?;
+            let report =
+                store.ingest(manifest, &config.defaults, config.replace_changed, now_ms())?;
             for id in &report.changed_submitted {
                 tracing::warn!(job = %id, "row changed after the job was submitted; keeping the submitted version (use --replace-changed to render it again)");
             }
@@ -200,6 +197,7 @@ pub async fn run_batch(
             (store, invalid)
         }
     };
+    drop(bytes);
     if invalid > 0 {
         tracing::warn!(
             "{invalid} manifest row(s) are invalid; see `headswap-batch status` or `check`"

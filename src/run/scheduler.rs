@@ -7,6 +7,9 @@
 //! - **No create (the only credit-spending call) is sent before its `submitting` intent is
 //!   flushed**, and every remote id is flushed the moment it arrives.
 //! - **Only this loop changes jobs**; workers get copies of what they need and return results.
+//! - **Memory holds ids and states, not jobs.** A job's record is loaded from the store when an
+//!   event needs it and written back before the loop moves on, so a catalog of any size costs a
+//!   few dozen bytes per job (see [`Jobs`]).
 //! - **Downloads come before new submissions** and have their own bound; API calls wait for the
 //!   one rate limiter in priority order (URL refresh, polls, creates, analyses).
 
@@ -106,6 +109,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Transition(#[from] IllegalTransition),
+    #[error("job {0} is missing from the database")]
+    MissingJob(String),
 }
 
 /// Run every job in the store to a final state, or until the run has to stop.
@@ -237,14 +242,10 @@ struct Dispatcher<'a> {
     settings: Settings,
     pacer: Pacer,
 
-    /// Jobs not yet `done` (final ones are kept for the status view; `done` ones are counted).
-    jobs: HashMap<String, Job>,
-    done: usize,
-    /// Done jobs flagged `possible_duplicate`.
-    done_flagged: usize,
+    jobs: Jobs<'a>,
     /// Analyses of the videos that jobs in this run wait on, by video_url.
     analyses: HashMap<String, AnalysisRecord>,
-    /// Jobs in `analyzing`, by the video they wait on.
+    /// Jobs in `pending` or `analyzing`, by the video they wait on.
     waiting_on_video: HashMap<String, Vec<String>>,
     /// `ready` jobs whose video is being analysed again (the service forgot it), by video:
     /// their create waits for that analysis.
@@ -319,9 +320,7 @@ impl<'a> Dispatcher<'a> {
             store,
             client,
             pacer,
-            jobs: HashMap::new(),
-            done: 0,
-            done_flagged: 0,
+            jobs: Jobs::new(store),
             analyses: HashMap::new(),
             waiting_on_video: HashMap::new(),
             parked_for_analysis: HashMap::new(),
@@ -356,38 +355,23 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Load every job and re-attach to whatever is at the service. Jobs caught in the
-    /// ambiguous window are resolved (flagged for resubmission, or held) and flushed before
-    /// anything is sent.
+    /// Go through every job once and re-attach to whatever is at the service. Jobs caught in
+    /// the ambiguous window are resolved (flagged for resubmission, or held) and flushed
+    /// before anything is sent. Only ids and states stay in memory.
     async fn resume(&mut self) -> Result<(), RunError> {
         let now = now_ms();
         for record in self.store.analyses() {
             let record = record?;
             self.analyses.insert(record.video_url.clone(), record);
         }
-        let mut videos_needed = Vec::new();
+        let mut videos_redone = HashSet::new();
         for job in self.store.jobs() {
             let mut job = job?;
             match job.state {
-                JobState::Done => {
-                    self.done += 1;
-                    self.done_flagged += usize::from(job.possible_duplicate);
-                    continue;
-                }
-                JobState::Pending => {
-                    // In memory only: `pending` and `analyzing` resume the same way, and not
-                    // rewriting every waiting job keeps the start of a large batch fast.
-                    job.apply(Event::AnalysisStarted { analysis_id: None }, now)?;
-                    videos_needed.push(job.spec.video_url.clone());
-                    self.wait_on_video(&job);
-                }
-                JobState::Analyzing => {
-                    videos_needed.push(job.spec.video_url.clone());
-                    self.wait_on_video(&job);
-                }
+                JobState::Pending | JobState::Analyzing => self.wait_on_video(&job),
                 JobState::Ready => {
                     if self.analysis_redone(&job.spec.video_url) {
-                        videos_needed.push(job.spec.video_url.clone());
+                        videos_redone.insert(job.spec.video_url.clone());
                     }
                     self.ready.push_back(job.id.clone());
                 }
@@ -417,15 +401,18 @@ impl<'a> Dispatcher<'a> {
                         self.push_call(ApiCall::RefreshOutput(job.id.clone()));
                     }
                 }
-                JobState::Failed
+                JobState::Done
+                | JobState::Failed
                 | JobState::Invalid
                 | JobState::NeedsMapping
                 | JobState::Expired
                 | JobState::Held => {}
             }
-            self.jobs.insert(job.id.clone(), job);
+            self.jobs.note(&job);
         }
-        videos_needed.sort();
+        let mut videos_needed: Vec<String> = self.waiting_on_video.keys().cloned().collect();
+        videos_needed.extend(videos_redone);
+        videos_needed.sort_unstable();
         videos_needed.dedup();
         for video_url in videos_needed {
             let record = self
@@ -439,6 +426,7 @@ impl<'a> Dispatcher<'a> {
                 }
                 AnalysisState::Running => {
                     self.at_service += 1;
+                    self.analysis_started(&video_url);
                     self.push_call(ApiCall::AnalysisDetail(video_url));
                 }
                 AnalysisState::Completed => {
@@ -581,7 +569,7 @@ impl<'a> Dispatcher<'a> {
             let Some(job_id) = self.downloads_waiting.pop_front() else {
                 break;
             };
-            self.spawn_download(job_id);
+            self.spawn_download(job_id)?;
         }
         while !self.no_new_work && self.at_service < self.settings.concurrency {
             if !self.can_finish_in_time() {
@@ -592,11 +580,10 @@ impl<'a> Dispatcher<'a> {
                 break;
             }
             if let Some(job_id) = self.ready.pop_front() {
-                let video_url = &self.jobs[&job_id].spec.video_url;
-                if self.analysis_redone(video_url) {
-                    let video_url = video_url.clone();
+                let job = self.jobs.load(&job_id)?;
+                if self.analysis_redone(&job.spec.video_url) {
                     self.parked_for_analysis
-                        .entry(video_url)
+                        .entry(job.spec.video_url)
                         .or_default()
                         .push(job_id);
                     continue;
@@ -707,6 +694,7 @@ impl<'a> Dispatcher<'a> {
                 record.state = AnalysisState::Submitting;
                 record.updated_ms = now_ms();
                 self.store.put_analysis(record)?;
+                self.analysis_started(&video_url);
                 // The request leaves once the intent is durable (group commit).
                 self.flush_soon();
                 self.held_requests.push((
@@ -728,20 +716,20 @@ impl<'a> Dispatcher<'a> {
                 });
             }
             ApiCall::Create(job_id) => {
-                let job = self.jobs.get_mut(&job_id).expect("queued jobs exist");
+                let mut job = self.jobs.load(&job_id)?;
                 if job.state == JobState::Ready {
                     job.apply(Event::SubmitIntent, now_ms())?;
-                    self.store.put_job(job)?;
+                    self.jobs.save(&job)?;
                     // The intent must be on disk before the request can leave: the request
                     // is held until the next flush (group commit).
                     self.unflushed = true;
                 }
                 let request = CreateTask {
-                    video_url: job.spec.video_url.clone(),
-                    mappings: job.mappings.clone(),
-                    model_name: job.spec.model_name.clone(),
-                    resolution: job.spec.resolution.clone(),
-                    template_id: job.spec.template_id.clone(),
+                    video_url: job.spec.video_url,
+                    mappings: job.mappings,
+                    model_name: job.spec.model_name,
+                    resolution: job.spec.resolution,
+                    template_id: job.spec.template_id,
                     keep_original_sound: job.spec.keep_original_sound,
                 };
                 self.held_requests.push((
@@ -753,8 +741,9 @@ impl<'a> Dispatcher<'a> {
                 ));
             }
             ApiCall::TaskDetail(job_id) | ApiCall::RefreshOutput(job_id) => {
-                let refresh = self.jobs[&job_id].state == JobState::Downloading;
-                let task_id = self.jobs[&job_id].task_id.clone().unwrap_or_default();
+                let job = self.jobs.load(&job_id)?;
+                let refresh = job.state == JobState::Downloading;
+                let task_id = job.task_id.unwrap_or_default();
                 self.workers.spawn(async move {
                     let result = client.task_detail(&task_id).await;
                     Outcome::TaskDetail {
@@ -768,11 +757,11 @@ impl<'a> Dispatcher<'a> {
         Ok(())
     }
 
-    fn spawn_download(&mut self, job_id: String) {
-        let job = &self.jobs[&job_id];
-        let Some(url) = job.output_url.clone() else {
+    fn spawn_download(&mut self, job_id: String) -> Result<(), RunError> {
+        let job = self.jobs.load(&job_id)?;
+        let Some(url) = job.output_url else {
             self.push_call(ApiCall::RefreshOutput(job_id));
-            return;
+            return Ok(());
         };
         self.downloads_running += 1;
         let request_id = job_id.clone();
@@ -794,6 +783,7 @@ impl<'a> Dispatcher<'a> {
             }
         });
         self.download_tasks.insert(request_id, task);
+        Ok(())
     }
 
     async fn handle(&mut self, outcome: Outcome) -> Result<(), RunError> {
@@ -973,14 +963,14 @@ impl<'a> Dispatcher<'a> {
         result: Result<Task, ApiError>,
     ) -> Result<(), RunError> {
         let now = now_ms();
+        let mut job = self.jobs.load(&job_id)?;
         match result {
             Ok(task) => {
                 crash::point(crash::CREATE_ANSWERED);
                 self.stage_succeeded(&job_id);
                 self.rejections = None;
-                let job = self.jobs.get_mut(&job_id).expect("job exists");
                 job.apply(Event::Created { task_id: task.id }, now)?;
-                self.store.put_job(job)?;
+                self.jobs.save(&job)?;
                 // The task id is the only handle on what was paid for: durable in this
                 // turn's flush, before anything else is started.
                 self.flush_soon();
@@ -1000,7 +990,6 @@ impl<'a> Dispatcher<'a> {
                 let hold = self.settings.on_ambiguous == OnAmbiguous::Hold;
                 tracing::warn!(job = %job_id, "create answer lost ({detail}); {}",
                     if hold { "holding the job" } else { "submitting again, flagged possible_duplicate" });
-                let job = self.jobs.get_mut(&job_id).expect("job exists");
                 job.apply(Event::Ambiguous { hold }, now)?;
                 let error = JobError::new(None, format!("create answer lost: {detail}"));
                 if hold {
@@ -1022,21 +1011,20 @@ impl<'a> Dispatcher<'a> {
                         self.ready.push_front(job_id);
                     }
                 }
-                self.store.put_job(job)?;
+                self.jobs.save(&job)?;
                 self.flush_soon();
                 Ok(())
             }
             Err(ApiError::Rejected {
                 code: 1003,
                 message,
-            }) if self.analysis_redone(&self.jobs[&job_id].spec.video_url) => {
+            }) if self.analysis_redone(&job.spec.video_url) => {
                 // Refused because the service forgot the video's analysis, which is being
                 // redone: not the job's fault, and nothing was created. Wait for the analysis.
                 tracing::warn!(job = %job_id, "create refused while the video is analysed again ({message}); waiting for the analysis");
                 self.at_service -= 1;
-                let job = self.jobs.get_mut(&job_id).expect("job exists");
                 job.apply(Event::SubmitAborted, now)?;
-                self.store.put_job(job)?;
+                self.jobs.save(&job)?;
                 self.ready.push_back(job_id);
                 Ok(())
             }
@@ -1048,7 +1036,6 @@ impl<'a> Dispatcher<'a> {
                         // Certainly not processed (the connection never opened, or the service
                         // answered 2001): back to `ready`, and in line again after a backoff.
                         self.at_service -= 1;
-                        let job = self.jobs.get_mut(&job_id).expect("job exists");
                         job.apply(Event::SubmitAborted, now)?;
                         job.apply(
                             Event::AttemptFailed {
@@ -1057,29 +1044,25 @@ impl<'a> Dispatcher<'a> {
                             now,
                         )?;
                         if job.attempts >= self.settings.max_attempts {
-                            let attempts = job.attempts;
-                            let error = self.exhausted(&job_id, &error, attempts);
-                            let job = self.jobs.get_mut(&job_id).expect("job exists");
+                            let error = self.exhausted(&job_id, &error, job.attempts);
                             job.apply(Event::Failed { error }, now)?;
-                            self.store.put_job(job)?;
+                            self.jobs.save(&job)?;
                         } else {
-                            let attempts = job.attempts;
-                            self.store.put_job(job)?;
-                            let delay = self.backoff(attempts);
+                            self.jobs.save(&job)?;
+                            let delay = self.backoff(job.attempts);
                             self.push_timer(delay, Wakeup::Ready(job_id));
                         }
                         Ok(())
                     }
                     Disposition::Final => {
                         self.at_service -= 1;
-                        let job = self.jobs.get_mut(&job_id).expect("job exists");
                         job.apply(
                             Event::Failed {
                                 error: job_error(&error),
                             },
                             now,
                         )?;
-                        self.store.put_job(job)?;
+                        self.jobs.save(&job)?;
                         if let ApiError::Rejected { code, message } = &error {
                             self.note_rejection(job_id, *code, message)?;
                         }
@@ -1088,9 +1071,8 @@ impl<'a> Dispatcher<'a> {
                     Disposition::Stop => {
                         // Refused before it ran (credits, authorization): not submitted.
                         self.at_service -= 1;
-                        let job = self.jobs.get_mut(&job_id).expect("job exists");
                         job.apply(Event::SubmitAborted, now)?;
-                        self.store.put_job(job)?;
+                        self.jobs.save(&job)?;
                         Ok(())
                     }
                 }
@@ -1105,10 +1087,10 @@ impl<'a> Dispatcher<'a> {
         result: Result<Task, ApiError>,
     ) -> Result<(), RunError> {
         let now = now_ms();
+        let mut job = self.jobs.load(&job_id)?;
         match result {
             Ok(task) => {
                 self.stage_succeeded(&job_id);
-                let job = self.jobs.get_mut(&job_id).expect("job exists");
                 let elapsed = since_ms(job.times.submitted_ms);
                 match (task.status, task.output_url) {
                     (RemoteStatus::Completed, Some(url)) => {
@@ -1124,7 +1106,7 @@ impl<'a> Dispatcher<'a> {
                             },
                             now,
                         )?;
-                        self.store.put_job(job)?;
+                        self.jobs.save(&job)?;
                         // The download is a side effect on disk: its state goes first (the
                         // download starts after this turn's flush).
                         self.flush_soon();
@@ -1140,7 +1122,7 @@ impl<'a> Dispatcher<'a> {
                         let error =
                             JobError::new(task.error_code, format!("render failed: {reason}"));
                         job.apply(Event::RenderFailed { error }, now)?;
-                        self.store.put_job(job)?;
+                        self.jobs.save(&job)?;
                     }
                     (status, _) if refresh => {
                         // A finished render that no longer offers its output.
@@ -1149,7 +1131,7 @@ impl<'a> Dispatcher<'a> {
                             format!("task detail offers no output (status {status:?})"),
                         );
                         job.apply(Event::Expired { error }, now)?;
-                        self.store.put_job(job)?;
+                        self.jobs.save(&job)?;
                     }
                     (status, _) => {
                         self.note_unknown_status(status);
@@ -1167,12 +1149,10 @@ impl<'a> Dispatcher<'a> {
                 if !refresh {
                     self.at_service -= 1;
                 }
-                let job = self.jobs.get_mut(&job_id).expect("job exists");
                 let error = JobError::new(Some(1014), format!("task not found: {message}"));
                 job.apply(Event::RemoteLost { error }, now)?;
-                self.store.put_job(job)?;
-                let video_url = job.spec.video_url.clone();
-                self.analyze_again(&video_url)?;
+                self.jobs.save(&job)?;
+                self.analyze_again(&job.spec.video_url)?;
                 self.ready.push_back(job_id);
                 Ok(())
             }
@@ -1185,7 +1165,6 @@ impl<'a> Dispatcher<'a> {
                 match self.api_failure(&error, call.clone()) {
                     Disposition::Retried | Disposition::Stop => Ok(()),
                     Disposition::Attempt | Disposition::Final => {
-                        let job = self.jobs.get_mut(&job_id).expect("job exists");
                         job.apply(
                             Event::AttemptFailed {
                                 error: job_error(&error),
@@ -1196,15 +1175,12 @@ impl<'a> Dispatcher<'a> {
                             if !refresh {
                                 self.at_service -= 1;
                             }
-                            let attempts = job.attempts;
-                            let error = self.exhausted(&job_id, &error, attempts);
-                            let job = self.jobs.get_mut(&job_id).expect("job exists");
+                            let error = self.exhausted(&job_id, &error, job.attempts);
                             job.apply(Event::Failed { error }, now)?;
-                            self.store.put_job(job)?;
+                            self.jobs.save(&job)?;
                         } else {
-                            let attempts = job.attempts;
-                            self.store.put_job(job)?;
-                            let delay = self.backoff(attempts);
+                            self.jobs.save(&job)?;
+                            let delay = self.backoff(job.attempts);
                             self.push_timer(delay, Wakeup::Call(call));
                         }
                         Ok(())
@@ -1220,19 +1196,15 @@ impl<'a> Dispatcher<'a> {
         result: Result<Output, DownloadError>,
     ) -> Result<(), RunError> {
         let now = now_ms();
-        let job = self.jobs.get_mut(&job_id).expect("job exists");
+        let mut job = self.jobs.load(&job_id)?;
         match result {
             Ok(output) => {
                 tracing::debug!(job = %job_id, bytes = output.bytes, "done");
                 job.apply(Event::Downloaded { output }, now)?;
-                self.store.put_job(job)?;
+                self.jobs.save(&job)?;
                 self.flush_soon();
                 self.after_flush.push(crash::DONE_STORED);
                 self.etags.remove(&job_id);
-                if let Some(job) = self.jobs.remove(&job_id) {
-                    self.done_flagged += usize::from(job.possible_duplicate);
-                }
-                self.done += 1;
             }
             Err(DownloadError::LinkExpired { status }) => {
                 let error = JobError::new(None, format!("output link refused (HTTP {status})"));
@@ -1251,10 +1223,10 @@ impl<'a> Dispatcher<'a> {
                         ),
                     );
                     job.apply(Event::Expired { error }, now)?;
-                    self.store.put_job(job)?;
+                    self.jobs.save(&job)?;
                 } else {
                     job.output_url = None;
-                    self.store.put_job(job)?;
+                    self.jobs.save(&job)?;
                     self.push_call(ApiCall::RefreshOutput(job_id.clone()));
                 }
             }
@@ -1272,11 +1244,10 @@ impl<'a> Dispatcher<'a> {
                         format!("download failed after {} attempts: {detail}", job.attempts),
                     );
                     job.apply(Event::Failed { error }, now)?;
-                    self.store.put_job(job)?;
+                    self.jobs.save(&job)?;
                 } else {
-                    let attempts = job.attempts;
-                    self.store.put_job(job)?;
-                    let delay = self.backoff(attempts);
+                    self.jobs.save(&job)?;
+                    let delay = self.backoff(job.attempts);
                     self.push_timer(delay, Wakeup::Download(job_id));
                 }
             }
@@ -1287,7 +1258,7 @@ impl<'a> Dispatcher<'a> {
                     },
                     now,
                 )?;
-                self.store.put_job(job)?;
+                self.jobs.save(&job)?;
             }
             Err(DownloadError::Local { path, detail }) => {
                 // The disk, not the job, is the problem: stop, keep the job resumable.
@@ -1306,13 +1277,11 @@ impl<'a> Dispatcher<'a> {
             .get(video_url)
             .and_then(|record| record.analysis_id.clone());
         for job_id in self.waiting_on_video.remove(video_url).unwrap_or_default() {
-            let Some(job) = self.jobs.get_mut(&job_id) else {
-                continue;
-            };
-            if job.state != JobState::Analyzing {
+            let mut job = self.jobs.load(&job_id)?;
+            if !matches!(job.state, JobState::Pending | JobState::Analyzing) {
                 continue;
             }
-            if job.analysis_id.is_none() {
+            if job.state == JobState::Pending || job.analysis_id.is_none() {
                 // Which analysis the job's subjects come from, for the export and support.
                 job.apply(
                     Event::AnalysisStarted {
@@ -1321,13 +1290,10 @@ impl<'a> Dispatcher<'a> {
                     now,
                 )?;
             }
-            let event = match choose_mappings(job, subjects, self.settings.multi_subject) {
+            let event = match choose_mappings(&job, subjects, self.settings.multi_subject) {
                 Choice::Mapped(mappings) => {
                     self.ready.push_back(job_id.clone());
-                    Event::Mapped {
-                        mappings,
-                        subjects: subjects.to_vec(),
-                    }
+                    Event::Mapped { mappings }
                 }
                 Choice::NeedsMapping => Event::NeedsMapping {
                     subjects: subjects.to_vec(),
@@ -1337,7 +1303,7 @@ impl<'a> Dispatcher<'a> {
                 },
             };
             job.apply(event, now)?;
-            self.store.put_job(job)?;
+            self.jobs.save(&job)?;
         }
         Ok(())
     }
@@ -1354,17 +1320,15 @@ impl<'a> Dispatcher<'a> {
     fn fail_video_jobs(&mut self, video_url: &str, error: JobError) -> Result<(), RunError> {
         let now = now_ms();
         for job_id in self.waiting_on_video.remove(video_url).unwrap_or_default() {
-            let Some(job) = self.jobs.get_mut(&job_id) else {
-                continue;
-            };
-            if job.state == JobState::Analyzing {
+            let mut job = self.jobs.load(&job_id)?;
+            if matches!(job.state, JobState::Pending | JobState::Analyzing) {
                 job.apply(
                     Event::Failed {
                         error: error.clone(),
                     },
                     now,
                 )?;
-                self.store.put_job(job)?;
+                self.jobs.save(&job)?;
             }
         }
         for job_id in self
@@ -1372,9 +1336,7 @@ impl<'a> Dispatcher<'a> {
             .remove(video_url)
             .unwrap_or_default()
         {
-            let Some(job) = self.jobs.get_mut(&job_id) else {
-                continue;
-            };
+            let mut job = self.jobs.load(&job_id)?;
             if !job.state.is_final() {
                 job.apply(
                     Event::Failed {
@@ -1382,7 +1344,7 @@ impl<'a> Dispatcher<'a> {
                     },
                     now,
                 )?;
-                self.store.put_job(job)?;
+                self.jobs.save(&job)?;
             }
         }
         Ok(())
@@ -1418,10 +1380,23 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn wait_on_video(&mut self, job: &Job) {
-        self.waiting_on_video
-            .entry(job.spec.video_url.clone())
-            .or_default()
-            .push(job.id.clone());
+        match self.waiting_on_video.get_mut(&job.spec.video_url) {
+            Some(waiting) => waiting.push(job.id.clone()),
+            None => {
+                let waiting = vec![job.id.clone()];
+                self.waiting_on_video
+                    .insert(job.spec.video_url.clone(), waiting);
+            }
+        }
+    }
+
+    /// The video's analysis was submitted: the jobs waiting on it are `analyzing` now. Kept
+    /// in memory only; the store keeps them `pending` (one write per job saved), and both
+    /// resume the same way.
+    fn analysis_started(&mut self, video_url: &str) {
+        for job_id in self.waiting_on_video.get(video_url).into_iter().flatten() {
+            self.jobs.set_state(job_id, JobState::Analyzing);
+        }
     }
 
     /// Decide what an API failure means for the run; re-queue throttled calls.
@@ -1510,9 +1485,9 @@ impl<'a> Dispatcher<'a> {
         );
         let now = now_ms();
         for id in streak {
-            let job = self.jobs.get_mut(&id).expect("job exists");
+            let mut job = self.jobs.load(&id)?;
             job.apply(Event::Retry, now)?;
-            self.store.put_job(job)?;
+            self.jobs.save(&job)?;
         }
         let reason = StopReason::SystemicRejection {
             code,
@@ -1570,23 +1545,41 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn state_counts(&self) -> std::collections::BTreeMap<JobState, usize> {
-        let mut counts: std::collections::BTreeMap<JobState, usize> =
-            JobState::ALL.into_iter().map(|state| (state, 0)).collect();
-        for job in self.jobs.values() {
-            *counts.entry(job.state).or_default() += 1;
-        }
-        *counts.entry(JobState::Done).or_default() += self.done;
-        counts
+        self.jobs.counts()
     }
 
+    /// The status view: counts of every job, and the first in-flight and failed jobs in id
+    /// order (loaded from the store for their details).
     fn write_view(&self, live: bool) {
-        let mut jobs: Vec<&Job> = self.jobs.values().collect();
-        jobs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let mut snapshot = view::Snapshot::from_jobs(jobs.into_iter(), now_ms());
-        // Done jobs are not kept in memory; only counted.
-        snapshot.jobs += self.done;
-        *snapshot.states.entry(JobState::Done).or_default() += self.done;
-        snapshot.possible_duplicates += self.done_flagged;
+        let listed = |wanted: fn(JobState) -> bool, max: usize| {
+            let mut ids = self.jobs.ids_where(wanted);
+            let total = ids.len();
+            if total > max {
+                ids.select_nth_unstable(max);
+                ids.truncate(max);
+            }
+            ids.sort_unstable();
+            (ids, total)
+        };
+        let (in_flight, in_flight_total) = listed(view::is_in_flight, view::MAX_IN_FLIGHT_LISTED);
+        let (failures, failures_total) = listed(view::needs_attention, view::MAX_FAILURES_LISTED);
+        let mut details = Vec::with_capacity(in_flight.len() + failures.len());
+        for (id, state) in in_flight.into_iter().chain(failures) {
+            match self.jobs.load(id) {
+                Ok(mut job) => {
+                    // The loop's view of a waiting job's state is newer than its record.
+                    job.state = state;
+                    details.push(job);
+                }
+                Err(error) => tracing::debug!("status view: {error}"),
+            }
+        }
+        let mut snapshot = view::Snapshot::from_jobs(details.iter(), now_ms());
+        snapshot.jobs = self.jobs.total();
+        snapshot.states = self.jobs.counts();
+        snapshot.more_in_flight = in_flight_total - snapshot.in_flight.len();
+        snapshot.more_failures = failures_total - snapshot.failures.len();
+        snapshot.possible_duplicates = self.jobs.flagged();
         snapshot.pid = live.then(std::process::id);
         if let Err(error) = view::write_snapshot(&self.settings.db_path, &snapshot) {
             tracing::debug!("could not write the status view: {error}");
@@ -1597,15 +1590,106 @@ impl<'a> Dispatcher<'a> {
         RunReport {
             stop: self.stop.clone(),
             states: self.state_counts(),
-            possible_duplicates: self.done_flagged
-                + self
-                    .jobs
-                    .values()
-                    .filter(|job| job.possible_duplicate)
-                    .count(),
+            possible_duplicates: self.jobs.flagged(),
             api_calls: self.api_calls,
             throttled: self.throttled,
         }
+    }
+}
+
+/// The run's jobs as the loop sees them. Records live in the store: [`Jobs::load`] reads one
+/// when an event needs it and [`Jobs::save`] writes it back. Memory keeps only the state and
+/// flag of each job not yet done (a few dozen bytes a job), for counts and the status view.
+struct Jobs<'a> {
+    store: &'a Store,
+    open: HashMap<String, Brief>,
+    done: usize,
+    done_flagged: usize,
+}
+
+/// What memory keeps of a job that is not done.
+#[derive(Debug, Clone, Copy)]
+struct Brief {
+    state: JobState,
+    flagged: bool,
+}
+
+impl<'a> Jobs<'a> {
+    fn new(store: &'a Store) -> Self {
+        Jobs {
+            store,
+            open: HashMap::new(),
+            done: 0,
+            done_flagged: 0,
+        }
+    }
+
+    fn load(&self, id: &str) -> Result<Job, RunError> {
+        self.store
+            .job(id)?
+            .ok_or_else(|| RunError::MissingJob(id.to_string()))
+    }
+
+    /// Write a changed job through to the store (durable at the next flush).
+    fn save(&mut self, job: &Job) -> Result<(), RunError> {
+        self.store.put_job(job)?;
+        self.note(job);
+        Ok(())
+    }
+
+    /// Take note of a job's state as it is now.
+    fn note(&mut self, job: &Job) {
+        if job.state == JobState::Done {
+            self.open.remove(&job.id);
+            self.done += 1;
+            self.done_flagged += usize::from(job.possible_duplicate);
+            return;
+        }
+        let brief = Brief {
+            state: job.state,
+            flagged: job.possible_duplicate,
+        };
+        match self.open.get_mut(&job.id) {
+            Some(known) => *known = brief,
+            None => {
+                self.open.insert(job.id.clone(), brief);
+            }
+        }
+    }
+
+    /// A change of state the store does not need to know (see
+    /// [`Dispatcher::analysis_started`]).
+    fn set_state(&mut self, id: &str, state: JobState) {
+        if let Some(brief) = self.open.get_mut(id) {
+            brief.state = state;
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.open.len() + self.done
+    }
+
+    fn flagged(&self) -> usize {
+        self.done_flagged + self.open.values().filter(|brief| brief.flagged).count()
+    }
+
+    fn counts(&self) -> std::collections::BTreeMap<JobState, usize> {
+        let mut counts: std::collections::BTreeMap<JobState, usize> =
+            JobState::ALL.into_iter().map(|state| (state, 0)).collect();
+        for brief in self.open.values() {
+            *counts.entry(brief.state).or_default() += 1;
+        }
+        *counts.entry(JobState::Done).or_default() += self.done;
+        counts
+    }
+
+    /// The ids (with states) of the jobs whose state is `wanted`, unordered.
+    fn ids_where(&self, wanted: fn(JobState) -> bool) -> Vec<(&str, JobState)> {
+        self.open
+            .iter()
+            .filter(|(_, brief)| wanted(brief.state))
+            .map(|(id, brief)| (id.as_str(), brief.state))
+            .collect()
     }
 }
 

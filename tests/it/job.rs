@@ -119,7 +119,6 @@ fn transitions() -> Vec<Transitions> {
             "mapped",
             Event::Mapped {
                 mappings: mapping(),
-                subjects: subjects(),
             },
             vec![(S::Analyzing, S::Ready)],
         ),
@@ -127,7 +126,6 @@ fn transitions() -> Vec<Transitions> {
             "mapped",
             Event::Mapped {
                 mappings: Vec::new(),
-                subjects: subjects(),
             },
             vec![],
         ),
@@ -290,7 +288,6 @@ fn stage_fields() {
     job.apply(
         Event::Mapped {
             mappings: mapping(),
-            subjects: subjects(),
         },
         5,
     )

@@ -22,7 +22,7 @@ fn manifest(body: &str) -> Manifest {
 
 fn ingest(store: &Store, body: &str, replace_changed: bool) -> IngestReport {
     store
-        .ingest(&manifest(body), &Defaults::default(), replace_changed, 100)
+        .ingest(manifest(body), &Defaults::default(), replace_changed, 100)
         .unwrap()
 }
 
@@ -57,7 +57,6 @@ fn to_rendering() -> Vec<Event> {
                 obj_id: 0,
                 img_url: "https://f/1.jpg".to_string(),
             }],
-            subjects: Vec::new(),
         },
         Event::SubmitIntent,
         Event::Created {
@@ -311,7 +310,7 @@ fn a_hundred_thousand_rows_ingest() {
     let text = crate::manifest::big_manifest(100_000);
     let manifest = parse_bytes(Path::new("big.csv"), text.as_bytes()).unwrap();
     let report = store
-        .ingest(&manifest, &Defaults::default(), false, 1)
+        .ingest(manifest.clone(), &Defaults::default(), false, 1)
         .unwrap();
     assert_eq!((report.added, report.invalid), (100_000, 0));
     assert_eq!(
@@ -330,7 +329,7 @@ fn a_hundred_thousand_rows_ingest() {
         [("sku".to_string(), "sku-54321".to_string())]
     );
     let report = store
-        .ingest(&manifest, &Defaults::default(), false, 2)
+        .ingest(manifest, &Defaults::default(), false, 2)
         .unwrap();
     assert_eq!(report.unchanged, 100_000);
 }
@@ -476,8 +475,12 @@ fn a_newer_record_is_refused() {
         let a = String::from_utf8(jobs.get("a").unwrap().unwrap().to_vec()).unwrap();
         jobs.insert(
             "a",
-            a.replacen("{\"v\":1,", &format!("{{\"v\":{newer},"), 1)
-                .as_bytes(),
+            a.replacen(
+                &format!("{{\"v\":{SCHEMA_VERSION},"),
+                &format!("{{\"v\":{newer},"),
+                1,
+            )
+            .as_bytes(),
         )
         .unwrap();
         jobs.insert("b", format!("{{\"v\":{newer},\"job2\":{{}}}}").as_bytes())
@@ -490,6 +493,46 @@ fn a_newer_record_is_refused() {
             other => panic!("{id}: expected NewerSchema, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_version_1_database_reads_and_is_marked_current() {
+    let dir = temp_dir();
+    let path = dir.path().join("db");
+    drop(Store::open(&path).unwrap());
+    // A record as version 1 wrote it: every field present, empty ones as null or [].
+    let v1 = r#"{"v":1,"job":{"id":"old","line":2,"spec":{"video_url":"https://v/1.mp4","faces":[{"obj_id":null,"face_url":"https://f/1.jpg"}],"resolution":"720p","model_name":"akool-premium","keep_original_sound":true,"template_id":null,"extra":[]},"fingerprint":"f","state":"rendering","mappings":[{"obj_id":0,"img_url":"https://f/1.jpg"}],"subjects":[],"analysis_id":"an-1","task_id":"task-1","output_url":null,"output":null,"attempts":2,"last_error":null,"possible_duplicate":true,"render_failed":false,"times":{"created_ms":1,"updated_ms":2,"submitted_ms":3,"rendered_ms":null,"finished_ms":null}}}"#;
+    with_raw_sled(&path, |db| {
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", "1")
+            .unwrap();
+        db.open_tree("jobs").unwrap().insert("old", v1).unwrap();
+    });
+    let store = Store::open(&path).unwrap();
+    let job = store
+        .job("old")
+        .unwrap()
+        .expect("the version 1 record reads");
+    assert_eq!(job.state, JobState::Rendering);
+    assert_eq!(job.task_id.as_deref(), Some("task-1"));
+    assert_eq!(job.spec.faces[0].obj_id, None);
+    assert_eq!(job.attempts, 2);
+    assert!(job.possible_duplicate);
+    assert_eq!(job.times.submitted_ms, Some(3));
+    // Written back, the record is the shorter current form, and reads the same.
+    store.put_job(&job).unwrap();
+    assert_eq!(store.job("old").unwrap().unwrap(), job);
+    drop(store);
+    with_raw_sled(&path, |db| {
+        let meta = db.open_tree("meta").unwrap();
+        let version = meta.get("schema_version").unwrap().unwrap();
+        assert_eq!(version.as_ref(), SCHEMA_VERSION.to_string().as_bytes());
+        let record = db.open_tree("jobs").unwrap().get("old").unwrap().unwrap();
+        let text = String::from_utf8(record.to_vec()).unwrap();
+        assert!(!text.contains("null"), "{text}");
+        assert!(text.len() < v1.len(), "{text}");
+    });
 }
 
 #[test]

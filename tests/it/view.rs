@@ -39,7 +39,6 @@ fn mapped() -> Event {
             obj_id: 1,
             img_url: "https://f/a.jpg".to_string(),
         }],
-        subjects: Vec::new(),
     }
 }
 
