@@ -106,6 +106,7 @@ struct Measured {
     calls: u64,
     throttled: u64,
     done: usize,
+    timing: headswap_batch::simulator::Timing,
 }
 
 fn efficiency(quick: bool) {
@@ -170,6 +171,7 @@ fn efficiency(quick: bool) {
         "throttled",
         "met"
     );
+    let mut results = Vec::new();
     for scenario in &scenarios {
         let measured = run_scenario(scenario);
         let n = scenario.jobs as f64;
@@ -203,9 +205,32 @@ fn efficiency(quick: bool) {
             format!("{} ({:.1}%)", measured.throttled, throttled_share * 100.0),
             if met { "yes" } else { "NO" }
         );
+        results.push((scenario, measured));
     }
     println!(
         "targets: makespan/bound <= 1.10, calls/minimum <= 1.20, throttled <= 1% (--rate = simulator limit), all jobs done"
+    );
+    println!();
+    println!("Where the slots' time went (from the simulator's timing):");
+    println!(
+        "{:<22} {:>12} {:>16} {:>16}",
+        "scenario", "slots busy", "render unnoticed", "analysis unnot."
+    );
+    for (scenario, measured) in &results {
+        let t = &measured.timing;
+        let processing = (t.analysis_processing_ms + t.render_processing_ms) as f64 / 1000.0;
+        let capacity = scenario.concurrency as f64 * measured.makespan.as_secs_f64();
+        let per = |ms: u64, n: u64| ms as f64 / n.max(1) as f64;
+        println!(
+            "{:<22} {:>11.0}% {:>13.0} ms {:>13.0} ms",
+            scenario.name,
+            100.0 * processing / capacity,
+            per(t.render_unnoticed_ms, t.renders_noticed),
+            per(t.analysis_unnoticed_ms, t.analyses_noticed),
+        );
+    }
+    println!(
+        "slots busy: processing time / (C x makespan); unnoticed: mean wait from finishing to the detail call that reported it"
     );
     println!();
 }
@@ -260,6 +285,7 @@ fn run_scenario(scenario: &Scenario) -> Measured {
         Measured {
             makespan,
             calls,
+            timing: stats.timing,
             throttled: stats.throttled,
             done: report
                 .states

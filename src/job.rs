@@ -282,9 +282,16 @@ impl JobSpec {
     /// the same fingerprint would render the same video.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
+        // Spelled out, not `self.faces`: the stored form of `Face` may leave out a blank
+        // obj_id, but the fingerprint must stay what version 1 computed.
+        let faces: Vec<serde_json::Value> = self
+            .faces
+            .iter()
+            .map(|face| serde_json::json!({"obj_id": face.obj_id, "face_url": face.face_url}))
+            .collect();
         let canonical = serde_json::json!({
             "video_url": self.video_url,
-            "faces": self.faces,
+            "faces": faces,
             "resolution": self.resolution,
             "model_name": self.model_name,
             "keep_original_sound": self.keep_original_sound,
@@ -295,7 +302,6 @@ impl JobSpec {
     }
 }
 
-/// Lower-case hex of some bytes.
 fn is_zero(value: &u32) -> bool {
     *value == 0
 }
@@ -304,6 +310,7 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
+/// Lower-case hex of some bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes

@@ -3,7 +3,7 @@
 //! Three trees: `jobs` (job id → job record), `analyses` (video_url → analysis record, one per
 //! distinct video) and `meta` (schema version, the last ingested manifest's fingerprint).
 //!
-//! Records are JSON inside a versioned envelope (`{"v":1,"job":{...}}`), decoded strictly: a
+//! Records are JSON inside a versioned envelope (`{"v":2,"job":{...}}`), decoded strictly: a
 //! record this version cannot read is reported as damaged (naming the database and the key),
 //! and a record or database written by a newer version is refused, never rewritten.
 //!
@@ -29,8 +29,9 @@ use crate::manifest::{Defaults, Manifest, ManifestJob};
 /// The version of the record format and tree layout this build writes.
 ///
 /// 2: empty and absent fields of a job are left out of its record. Version 1 records read as
-/// they are; opening a version 1 database marks it version 2, so that an older build refuses
-/// it instead of misreading the shorter records.
+/// they are; the first record this build writes into a version 1 database marks it version 2
+/// (reading alone leaves it as it was), so that an older build refuses it instead of
+/// misreading the shorter records.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// Keys of the `meta` tree.
@@ -60,6 +61,9 @@ pub struct Store {
     jobs: sled::Tree,
     analyses: sled::Tree,
     meta: sled::Tree,
+    /// `meta` holds this build's schema version (see [`SCHEMA_VERSION`]); until it does, the
+    /// first write records it.
+    current_schema: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -165,8 +169,10 @@ impl Store {
                 path: path.to_path_buf(),
             });
         }
-        // sled's default page cache is 1 GiB; the run keeps what it works on in memory itself,
-        // so a small cache keeps a 100k-job run's footprint bounded.
+        // sled's default page cache is 1 GiB. A small cap is asked for, but sled 0.34 keeps
+        // the records it has read or written resident whatever the cap (measured: 100,000
+        // records, 68 MB, stay about 72 MB resident with a 1 MB or a 1 GB cap); which is why
+        // records are kept short.
         let config = sled::Config::new().path(path).cache_capacity(CACHE_BYTES);
         // sled releases its file lock from a background thread some moments after the last
         // handle is dropped, so a database this process just closed can look held by another
@@ -200,6 +206,7 @@ impl Store {
             analyses: tree("analyses")?,
             meta: tree("meta")?,
             db,
+            current_schema: Default::default(),
         };
         store.check_schema(had_data)?;
         Ok(store)
@@ -224,9 +231,10 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                if found < SCHEMA_VERSION {
-                    self.write_schema_version()?;
-                }
+                self.current_schema.store(
+                    found == SCHEMA_VERSION,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 Ok(())
             }
             None if had_data || !self.jobs.is_empty() || !self.analyses.is_empty() => {
@@ -234,7 +242,10 @@ impl Store {
                     "it has no {META_SCHEMA_VERSION} record: its files are unreadable, or it is not a headswap-batch database"
                 )))
             }
-            None => self.write_schema_version(),
+            None => {
+                self.write_schema_version()?;
+                self.flush()
+            }
         }
     }
 
@@ -242,7 +253,22 @@ impl Store {
         self.meta
             .insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_bytes())
             .map_err(|error| self.sled_error("write the schema version", error))?;
-        self.flush()
+        self.current_schema
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Before a record in this build's format is written: make sure `meta` says so. Written
+    /// ahead of the record, it is durable no later than the record (sled recovers writes in
+    /// order).
+    fn before_write(&self) -> Result<(), StoreError> {
+        if self
+            .current_schema
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        self.write_schema_version()
     }
 
     /// Whether the last ingest was of this very file with these defaults and left nothing to
@@ -434,6 +460,7 @@ impl Store {
 
     /// Write a job. Not durable until the next [`Store::flush`].
     pub fn put_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.before_write()?;
         let bytes = self.encode_job(job)?;
         self.jobs
             .insert(job.id.as_bytes(), bytes)
@@ -462,6 +489,7 @@ impl Store {
 
     /// Write an analysis record. Not durable until the next [`Store::flush`].
     pub fn put_analysis(&self, record: &AnalysisRecord) -> Result<(), StoreError> {
+        self.before_write()?;
         let envelope = Envelope {
             v: SCHEMA_VERSION,
             analysis: Some(record),

@@ -330,6 +330,7 @@ fn submit_analysis(sim: &Shared, team: &str, body: &[u8]) -> Result<Value, Refus
     let data = {
         let mut state = sim.lock();
         let processing_time = sim.jittered(&mut state, sim.knobs.analysis_time);
+        state.stats.timing.analysis_processing_ms += millis(processing_time);
         let record = AnalysisRecord {
             id: state.new_id(now_ms),
             task_id: state.new_id(now_ms),
@@ -342,6 +343,7 @@ fn submit_analysis(sim: &Shared, team: &str, body: &[u8]) -> Result<Value, Refus
                 processing_time,
             },
             outcome,
+            seen_finished: false,
         };
         let data = analysis_json(&record, Stage::Queued, "");
         state.analyses.insert(record.id.clone(), record);
@@ -360,11 +362,23 @@ fn read_analysis(
         return Err(invalid("_id is required"));
     };
     let base = public_base(sim, headers);
-    let state = sim.lock();
-    let Some(record) = state.analyses.get(id).filter(|record| record.team == team) else {
+    let mut state = sim.lock();
+    let state = &mut *state;
+    let Some(record) = state
+        .analyses
+        .get_mut(id)
+        .filter(|record| record.team == team)
+    else {
         return Err(not_found());
     };
-    let stage = record.progress.stage(Instant::now());
+    let now = Instant::now();
+    let stage = record.progress.stage(now);
+    if stage == Stage::Finished && !record.seen_finished {
+        record.seen_finished = true;
+        let timing = &mut state.stats.timing;
+        timing.analyses_noticed += 1;
+        timing.analysis_unnoticed_ms += millis(now - record.progress.finished_at());
+    }
     Ok(analysis_json(record, stage, &base))
 }
 
@@ -565,6 +579,7 @@ fn create_valid_task(sim: &Shared, team: &str, request: ValidCreate) -> Result<V
         .join("|");
     state.record_create(&request.video_url, mappings_key);
     let processing_time = sim.jittered(&mut state, sim.knobs.render_time);
+    state.stats.timing.render_processing_ms += millis(processing_time);
     let record = TaskRecord {
         id: state.new_id(now_ms),
         task_id: state.new_id(now_ms),
@@ -588,6 +603,7 @@ fn create_valid_task(sim: &Shared, team: &str, request: ValidCreate) -> Result<V
             Outcome::Succeeds(())
         },
         reads: 0,
+        seen_finished: false,
     };
     let data = json!({
         "_id": record.id,
@@ -619,10 +635,18 @@ fn read_task(
     let base = public_base(sim, headers);
     let now_ms = sim.now_unix_ms();
     let mut state = sim.lock();
+    let state = &mut *state;
     let Some(record) = state.tasks.get_mut(id).filter(|record| record.team == team) else {
         return Err(not_found());
     };
     record.reads += 1;
+    let now = Instant::now();
+    if record.progress.stage(now) == Stage::Finished && !record.seen_finished {
+        record.seen_finished = true;
+        let timing = &mut state.stats.timing;
+        timing.renders_noticed += 1;
+        timing.render_unnoticed_ms += millis(now - record.progress.finished_at());
+    }
     let mut data = json!({
         "_id": record.id,
         "uid": user_id(team),
@@ -640,7 +664,7 @@ fn read_task(
     // While running, the output is sometimes "" and sometimes null, and the error fields
     // sometimes null and sometimes absent, as the documentation allows both.
     let odd_read = record.reads % 2 == 1;
-    let (status, progress, video_url) = match record.progress.stage(Instant::now()) {
+    let (status, progress, video_url) = match record.progress.stage(now) {
         Stage::Queued => (1, 0.0, running_output(odd_read)),
         Stage::Processing(progress) => (
             2,
@@ -672,6 +696,10 @@ fn read_task(
     data["progress"] = json!(progress);
     data["video_url"] = video_url;
     Ok(data)
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn running_output(odd_read: bool) -> Value {

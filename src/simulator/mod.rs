@@ -156,6 +156,24 @@ pub struct Stats {
     /// Task records.
     pub tasks: u64,
     pub downloads: DownloadCounts,
+    /// Processing time of the work, and how long finished work went unnoticed.
+    #[serde(default)]
+    pub timing: Timing,
+}
+
+/// Where the time of remote work went, summed in milliseconds: processing (the part no
+/// client can shorten), and the wait from finishing to the first detail call that reported
+/// it finished (the part a client's polling adds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub analysis_processing_ms: u64,
+    /// Analyses reported finished, and their unnoticed waits.
+    pub analyses_noticed: u64,
+    pub analysis_unnoticed_ms: u64,
+    pub render_processing_ms: u64,
+    /// Renders reported finished, and their unnoticed waits.
+    pub renders_noticed: u64,
+    pub render_unnoticed_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

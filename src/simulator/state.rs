@@ -65,6 +65,8 @@ pub(super) struct AnalysisRecord {
     pub progress: Progress,
     /// The number of subjects detected, or why the analysis fails.
     pub outcome: Outcome<u32>,
+    /// A detail call has reported it finished (see [`super::Timing`]).
+    pub seen_finished: bool,
 }
 
 pub(super) struct TaskRecord {
@@ -81,6 +83,8 @@ pub(super) struct TaskRecord {
     pub outcome: Outcome<()>,
     /// Detail reads so far: running tasks alternate `video_url: ""` and `null` between reads.
     pub reads: u64,
+    /// A detail call has reported it finished (see [`super::Timing`]).
+    pub seen_finished: bool,
 }
 
 /// Where a piece of remote work stands at some instant.
@@ -99,6 +103,11 @@ pub(super) enum Stage {
 }
 
 impl Progress {
+    /// When the work finishes.
+    pub fn finished_at(&self) -> Instant {
+        self.created + self.processing_time
+    }
+
     /// The first fifth of the processing time is spent queued.
     pub fn stage(&self, now: Instant) -> Stage {
         let elapsed = now.saturating_duration_since(self.created);

@@ -707,3 +707,76 @@ fn the_store_can_be_shared_across_tasks() {
     // The flush future can be awaited inside a spawned task.
     sendable(store.flush_async());
 }
+
+#[test]
+fn fingerprints_are_the_ones_earlier_versions_stored() {
+    // Pinned values: a change here makes every stored job look changed on the next ingest
+    // (reported as changed after submission, or with --replace-changed, rendered again).
+    let dir = temp_dir();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    ingest(&store, TWO_JOBS, false);
+    assert_eq!(
+        job(&store, "a").fingerprint,
+        "fa1de7157030c7603183617d1bc03766"
+    );
+    // A blank obj_id: stored records leave it out, the fingerprint does not.
+    assert_eq!(
+        job(&store, "b").fingerprint,
+        "21533133c340274219f50296bf27d71f"
+    );
+}
+
+#[test]
+fn a_job_finished_by_an_earlier_version_stays_done_when_the_manifest_grows() {
+    let dir = temp_dir();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    ingest(&store, TWO_JOBS, false);
+    let mut events = to_rendering();
+    events.push(Event::Rendered {
+        output_url: Some("https://o/b.mp4".into()),
+    });
+    events.push(Event::Downloaded {
+        output: headswap_batch::job::Output {
+            path: "output/b.mp4".into(),
+            bytes: 1,
+            sha256: "00".into(),
+        },
+    });
+    advance(&store, "b", events);
+    store.flush().unwrap();
+    // A new file (one more row), so the ingest runs; `b`'s row is untouched.
+    let grown = format!("{TWO_JOBS}c,https://v/3.mp4,https://f/3.jpg,0,,,s4\n");
+    for replace_changed in [false, true] {
+        let report = ingest(&store, &grown, replace_changed);
+        assert!(report.changed_submitted.is_empty(), "{report:?}");
+        assert!(report.replaced.is_empty(), "{report:?}");
+        let b = job(&store, "b");
+        assert_eq!(b.state, JobState::Done);
+        assert_eq!(b.output.as_ref().map(|o| o.bytes), Some(1));
+    }
+}
+
+#[test]
+fn reading_a_version_1_database_leaves_it_version_1() {
+    let dir = temp_dir();
+    let path = dir.path().join("db");
+    {
+        let store = Store::open(&path).unwrap();
+        ingest(&store, TWO_JOBS, false);
+    }
+    with_raw_sled(&path, |db| {
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", "1")
+            .unwrap();
+    });
+    // `status` and `export` only read: a version 1 build can still use the database after.
+    headswap_batch::view::status(&path, true).unwrap();
+    let export = dir.path().join("export.csv");
+    headswap_batch::view::export(&path, Some(&export)).unwrap();
+    with_raw_sled(&path, |db| {
+        let meta = db.open_tree("meta").unwrap();
+        let version = meta.get("schema_version").unwrap().unwrap();
+        assert_eq!(version.as_ref(), b"1");
+    });
+}
