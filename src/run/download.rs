@@ -5,15 +5,20 @@
 //! with `Range` (and `If-Range` when the ETag is known). The total is checked against the
 //! server's length, the file is fsynced, renamed into place, and the folder fsynced, so a
 //! `<id>.mp4` that exists is complete.
+//!
+//! The network task only receives: the chunks go through a short channel to a blocking thread
+//! that hashes and appends them, so hashing and disk writes overlap the network instead of
+//! pausing it.
 
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
 use sha2::{Digest, Sha256};
-use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
 
 use crate::job::{Output, hex};
 
@@ -47,8 +52,17 @@ pub enum DownloadError {
     Refused { detail: String },
 }
 
-/// Bytes gathered before a write to the part file.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Chunks received but not yet written. Each is one read from the connection (hyper reads a few
+/// hundred KiB at most), so this bounds the memory a download holds, whatever the file's size.
+const QUEUED_CHUNKS: usize = 4;
+
+/// Small chunks are gathered up to this size before a write; larger ones are written as they
+/// are, without a copy.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// The part file's writeback is started every this many bytes, so that the fsync before the
+/// rename finds little left to write.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// The final file's path for a job id (ids are validated by the manifest: no separators).
 pub fn output_path(out_dir: &Path, job_id: &str) -> PathBuf {
@@ -172,76 +186,53 @@ pub async fn download(
         });
     }
 
-    // Hash what is already on disk, then append the rest.
-    let mut hasher = Sha256::new();
-    let file = if offset > 0 {
-        let mut existing = File::open(&part).await.map_err(|e| local(e, &part))?;
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            let n = existing
-                .read(&mut buffer)
-                .await
-                .map_err(|e| local(e, &part))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-        }
-        OpenOptions::new()
-            .append(true)
-            .open(&part)
-            .await
-            .map_err(|e| local(e, &part))?
-    } else {
-        File::create(&part).await.map_err(|e| local(e, &part))?
+    // Receive here; hash and append on a blocking thread (`write_part`).
+    let (sender, chunks) = mpsc::channel(QUEUED_CHUNKS);
+    let writer = {
+        let part = part.clone();
+        tokio::task::spawn_blocking(move || write_part(&part, offset, total, chunks))
     };
-    // Large writes: each write of a tokio file is a trip to the blocking pool.
-    let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
-
-    let mut written = offset;
-    loop {
+    let mut received = offset;
+    let network = loop {
         let chunk = match tokio::time::timeout(request.stall_timeout, response.chunk()).await {
-            Ok(Ok(chunk)) => chunk,
-            failed => {
-                // Keep what arrived: the next attempt resumes from the part file's length.
-                file.flush().await.ok();
-                return Err(match failed {
-                    Err(_) => DownloadError::Transient {
-                        detail: "download stalled".into(),
-                    },
-                    Ok(Err(e)) => transient(&e),
-                    Ok(Ok(_)) => unreachable!("handled above"),
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break Ok(()),
+            Ok(Err(e)) => break Err(transient(&e)),
+            Err(_) => {
+                break Err(DownloadError::Transient {
+                    detail: "download stalled".into(),
                 });
             }
         };
-        let Some(chunk) = chunk else { break };
-        written += chunk.len() as u64;
-        if written > total {
-            drop(file);
-            tokio::fs::remove_file(&part).await.ok();
-            return Err(DownloadError::Transient {
+        received += chunk.len() as u64;
+        if received > total {
+            break Err(DownloadError::Transient {
                 detail: format!("server sent more than the announced {total} bytes"),
             });
         }
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(|e| local(e, &part))?;
-        if written * 2 >= total && (written - chunk.len() as u64) * 2 < total {
-            file.flush().await.map_err(|e| local(e, &part))?;
-            crate::crash::point(crate::crash::DOWNLOAD_MIDWAY);
+        if sender.send(chunk).await.is_err() {
+            // The writer stopped on a disk error, which its result reports.
+            break Ok(());
         }
+    };
+    // Closing the channel lets the writer finish what is queued: what arrived stays in the part
+    // file for the next attempt to resume from.
+    drop(sender);
+    let written = match writer.await {
+        Ok(written) => written.map_err(|e| local(e, &part)),
+        Err(e) => Err(local(std::io::Error::other(e), &part)),
+    };
+    if received > total {
+        // Not the file that was announced: start over rather than resume.
+        tokio::fs::remove_file(&part).await.ok();
     }
-    file.flush().await.map_err(|e| local(e, &part))?;
-    if written != total {
-        file.get_ref().sync_data().await.ok();
+    let written = written?;
+    network?;
+    if written.bytes != total {
         return Err(DownloadError::Transient {
-            detail: format!("connection closed after {written} of {total} bytes"),
+            detail: format!("connection closed after {} of {total} bytes", written.bytes),
         });
     }
-    file.get_ref()
-        .sync_all()
-        .await
-        .map_err(|e| local(e, &part))?;
-    drop(file);
     tokio::fs::rename(&part, &final_path)
         .await
         .map_err(|e| local(e, &final_path))?;
@@ -252,9 +243,95 @@ pub async fn download(
     let output = Output {
         path: final_path.display().to_string(),
         bytes: total,
-        sha256: hex(&hasher.finalize()),
+        sha256: hex(&written.sha256.finalize()),
     };
     Ok(output)
+}
+
+/// What the writer hands back once the channel closes.
+struct Written {
+    /// The part file's length.
+    bytes: u64,
+    /// SHA-256 of the part file's bytes, from the first.
+    sha256: Sha256,
+}
+
+/// The disk side of a download, on a blocking thread: hash the `offset` bytes already in the
+/// part file (or create it), then hash and append each chunk until the channel closes. A
+/// complete file (`total` bytes) is fsynced and a failed fsync is an error; an incomplete one
+/// is fsynced at best effort, for the next attempt to resume from.
+fn write_part(
+    part: &Path,
+    offset: u64,
+    total: u64,
+    mut chunks: mpsc::Receiver<Bytes>,
+) -> std::io::Result<Written> {
+    let mut sha256 = Sha256::new();
+    let file = if offset > 0 {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(part)?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            sha256.update(&buffer[..n]);
+        }
+        file
+    } else {
+        std::fs::File::create(part)?
+    };
+    let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
+    let mut written = offset;
+    let mut writeback_from = offset;
+    while let Some(chunk) = chunks.blocking_recv() {
+        sha256.update(&chunk);
+        file.write_all(&chunk)?;
+        let before = written;
+        written += chunk.len() as u64;
+        if written * 2 >= total && before * 2 < total {
+            file.flush()?;
+            crate::crash::point(crate::crash::DOWNLOAD_MIDWAY);
+        }
+        if written - writeback_from >= WRITEBACK_EVERY {
+            start_writeback(file.get_ref(), writeback_from);
+            writeback_from = written;
+        }
+    }
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    if written == total {
+        file.sync_all()?;
+    } else {
+        file.sync_data().ok();
+    }
+    Ok(Written {
+        bytes: written,
+        sha256,
+    })
+}
+
+/// Ask the kernel to start writing the file's dirty pages from `from` on, without waiting.
+/// Only a hint: the fsync before the rename still writes and checks everything, and reports
+/// any writeback error.
+fn start_writeback(file: &std::fs::File, from: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a descriptor this function borrows; no memory is passed.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                from as libc::off64_t,
+                0,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from);
 }
 
 fn transient(error: &reqwest::Error) -> DownloadError {
