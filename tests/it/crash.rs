@@ -34,7 +34,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_pays_once() {
     let mut killed = 0;
     for _ in 0..40 {
         let mut child = batch
-            .run_command(&sim.base_url(), &["--concurrency", "4"])
+            .run_command(&sim.base_url(), &["--concurrency", "2"])
             .spawn()
             .unwrap();
         // The kill moment is the experiment's random variable, not a wait for a result.
