@@ -3,7 +3,7 @@
 //! and the commands are copied into BENCHMARKS.md.
 //!
 //! `BENCH_QUICK=1` shrinks every workload (for a smoke run); `BENCH_ONLY=efficiency,overhead,
-//! scale,downloads` picks sections.
+//! scale,downloads` picks sections; `BENCH_SCENARIO=faces` picks efficiency scenarios by name.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -172,7 +172,9 @@ fn efficiency(quick: bool) {
         "met"
     );
     let mut results = Vec::new();
-    for scenario in &scenarios {
+    // `BENCH_SCENARIO=faces` runs only the scenarios whose name contains it.
+    let only = std::env::var("BENCH_SCENARIO").unwrap_or_default();
+    for scenario in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
         let measured = run_scenario(scenario);
         let n = scenario.jobs as f64;
         let u = scenario.videos as f64;

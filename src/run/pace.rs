@@ -23,7 +23,14 @@ pub struct Pacer {
     throttle_streak: u32,
     cooldown_cap: Duration,
     backoff_base: Duration,
+    /// Requests started, decayed with time constant [`LOAD_WINDOW`], and when last updated:
+    /// the recent request rate, for [`Pacer::load`].
+    recent_starts: f64,
+    recent_at: Option<Instant>,
 }
+
+/// The time constant of the recent request rate.
+const LOAD_WINDOW: Duration = Duration::from_secs(1);
 
 /// The lowest rate the adaptation goes down to, in requests per second.
 const FLOOR_RATE: f64 = 0.05;
@@ -45,6 +52,8 @@ impl Pacer {
             throttle_streak: 0,
             cooldown_cap,
             backoff_base,
+            recent_starts: 0.0,
+            recent_at: None,
         }
     }
 
@@ -76,6 +85,8 @@ impl Pacer {
 
     /// A request is starting now.
     pub fn started(&mut self, now: Instant) {
+        self.recent_starts = self.decayed_starts(now) + 1.0;
+        self.recent_at = Some(now);
         if self.effective_rate < self.configured_rate {
             self.paced_until = Some(now + Duration::from_secs_f64(1.0 / self.effective_rate));
         }
@@ -119,6 +130,21 @@ impl Pacer {
             self.last_decrease = Some(now);
         }
         delay
+    }
+
+    /// `recent_starts` as of `now`.
+    fn decayed_starts(&self, now: Instant) -> f64 {
+        let Some(at) = self.recent_at else {
+            return 0.0;
+        };
+        let age = now.saturating_duration_since(at).as_secs_f64();
+        self.recent_starts * (-age / LOAD_WINDOW.as_secs_f64()).exp()
+    }
+
+    /// The recent request rate as a share of the rate allowed now (0 idle, 1 saturated).
+    pub fn load(&self, now: Instant) -> f64 {
+        let rate = self.decayed_starts(now) / LOAD_WINDOW.as_secs_f64();
+        rate / self.effective_rate
     }
 
     /// The request rate currently aimed at.

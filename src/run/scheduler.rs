@@ -281,6 +281,9 @@ struct Dispatcher<'a> {
     progress: Progress,
     analysis_planner: PollPlanner,
     render_planner: PollPlanner,
+    /// Stages (job ids of renders, video URLs of analyses) whose first poll is still ahead:
+    /// what it finds tunes the planner.
+    first_polls: HashSet<String>,
     unknown_statuses: HashSet<i64>,
     api_calls: u64,
     throttled: u64,
@@ -345,6 +348,7 @@ impl<'a> Dispatcher<'a> {
             progress: Progress::new(settings.interactive, settings.summary_every),
             analysis_planner: PollPlanner::new(settings.analysis_poll),
             render_planner: PollPlanner::new(settings.render_poll),
+            first_polls: HashSet::new(),
             unknown_statuses: HashSet::new(),
             api_calls: 0,
             throttled: 0,
@@ -834,6 +838,7 @@ impl<'a> Dispatcher<'a> {
                 let delay = self
                     .analysis_planner
                     .next_delay(Duration::ZERO, 0.0, jitter());
+                self.first_polls.insert(video_url.clone());
                 self.push_timer(delay, Wakeup::Call(ApiCall::AnalysisDetail(video_url)));
                 Ok(())
             }
@@ -877,9 +882,20 @@ impl<'a> Dispatcher<'a> {
         video_url: String,
         result: Result<Analysis, ApiError>,
     ) -> Result<(), RunError> {
+        let first_poll = self.first_polls.remove(&video_url);
         match result {
             Ok(analysis) => {
                 self.stage_succeeded(&video_url);
+                if first_poll {
+                    let finished = matches!(
+                        analysis.status,
+                        RemoteStatus::Completed | RemoteStatus::Failed
+                    );
+                    let wanted = self.first_poll_hits_wanted();
+                    let wave = self.settings.concurrency;
+                    self.analysis_planner
+                        .first_poll_found(finished, wanted, wave);
+                }
                 let record = self.analyses.get_mut(&video_url).expect("analysis exists");
                 let elapsed = since_ms(record.submitted_ms);
                 record.attempts = 0;
@@ -978,6 +994,7 @@ impl<'a> Dispatcher<'a> {
                 let delay = self
                     .render_planner
                     .next_delay(Duration::ZERO, 0.0, jitter());
+                self.first_polls.insert(job_id.clone());
                 self.push_timer(delay, Wakeup::Call(ApiCall::TaskDetail(job_id)));
                 Ok(())
             }
@@ -1031,7 +1048,14 @@ impl<'a> Dispatcher<'a> {
             Err(error) => {
                 let call = ApiCall::Create(job_id.clone());
                 match self.api_failure(&error, call) {
-                    Disposition::Retried => Ok(()),
+                    Disposition::Retried => {
+                        // Throttled, so refused before it ran: back to `ready` until the
+                        // create leaves again (with a fresh, flushed intent). A stop before
+                        // then must not find the job in `submitting` and flag it.
+                        job.apply(Event::SubmitAborted, now)?;
+                        self.jobs.save(&job)?;
+                        Ok(())
+                    }
                     Disposition::Attempt => {
                         // Certainly not processed (the connection never opened, or the service
                         // answered 2001): back to `ready`, and in line again after a backoff.
@@ -1088,9 +1112,17 @@ impl<'a> Dispatcher<'a> {
     ) -> Result<(), RunError> {
         let now = now_ms();
         let mut job = self.jobs.load(&job_id)?;
+        let first_poll = self.first_polls.remove(&job_id) && !refresh;
         match result {
             Ok(task) => {
                 self.stage_succeeded(&job_id);
+                if first_poll {
+                    let finished =
+                        matches!(task.status, RemoteStatus::Completed | RemoteStatus::Failed);
+                    let wanted = self.first_poll_hits_wanted();
+                    let wave = self.settings.concurrency;
+                    self.render_planner.first_poll_found(finished, wanted, wave);
+                }
                 let elapsed = since_ms(job.times.submitted_ms);
                 match (task.status, task.output_url) {
                     (RemoteStatus::Completed, Some(url)) => {
@@ -1454,6 +1486,16 @@ impl<'a> Dispatcher<'a> {
             }
             ApiError::NotFound { .. } | ApiError::Rejected { .. } => Disposition::Final,
         }
+    }
+
+    /// The share of first polls that should find their stage finished. With requests to
+    /// spare, polling early (about the 70th percentile) costs a request for each stage still
+    /// running and saves the idle time of every early finisher; as requests get scarce, every
+    /// extra poll delays other work, so polls move towards waiting until nearly all stages
+    /// are done.
+    fn first_poll_hits_wanted(&self) -> f64 {
+        let load = self.pacer.load(Instant::now());
+        0.7 + 0.25 * ((load - 0.5) / 0.4).clamp(0.0, 1.0)
     }
 
     /// Full-jitter exponential backoff before retry number `attempt`.
