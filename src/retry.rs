@@ -37,7 +37,7 @@ pub fn command(db: &Path, args: &RetryArgs) -> Result<Exit, Fatal> {
         let before = job.state;
         match job.apply(Event::Retry, now) {
             Ok(()) => {
-                if job.state == JobState::Pending {
+                if matches!(job.state, JobState::Pending | JobState::Ready) {
                     reset_failed_analysis(&store, &job.spec.video_url)?;
                 }
                 store.put_job(&job)?;
@@ -78,7 +78,10 @@ pub fn command(db: &Path, args: &RetryArgs) -> Result<Exit, Fatal> {
     Ok(Exit::Success)
 }
 
-/// A job sent back to the start needs its video analysed again if that analysis failed.
+/// A job sent back to the start needs its video analysed again if that analysis failed. So
+/// does a job sent back to `ready` with subjects chosen from an earlier analysis, when the
+/// video's analysis was redone since and failed (the service had forgotten it): the next run
+/// analyses the video before that job is created.
 fn reset_failed_analysis(store: &Store, video_url: &str) -> Result<(), Fatal> {
     if let Some(mut record) = store.analysis(video_url)? {
         if record.state == AnalysisState::Failed {

@@ -278,3 +278,67 @@ async fn retry_sends_failed_renders_back_and_reports_what_it_did() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_of_a_job_whose_video_analysis_was_lost_analyses_it_again_first() {
+    use headswap_batch::akool::Mapping;
+    use headswap_batch::job::{AnalysisRecord, AnalysisState, Event, JobError};
+    use headswap_batch::store::Store;
+
+    let sim = simulator(|_| {}).await;
+    let batch =
+        Batch::new("id,video_url,face_url\nj,http://v.example/x.mp4,http://f.example/a.jpg\n");
+    // The state a run leaves when a render was forgotten by the service (1014), the video's
+    // analysis was redone and failed: the job failed with subjects chosen from the first
+    // analysis, the analysis record failed.
+    {
+        let store = Store::open(&batch.db()).unwrap();
+        let parsed = headswap_batch::manifest::parse_file(&batch.manifest()).unwrap();
+        store.ingest(parsed, &Default::default(), false, 1).unwrap();
+        let mut job = store.job("j").unwrap().unwrap();
+        for event in [
+            Event::AnalysisStarted {
+                analysis_id: Some("gone".into()),
+            },
+            Event::Mapped {
+                mappings: vec![Mapping {
+                    obj_id: 0,
+                    img_url: "http://f.example/a.jpg".into(),
+                }],
+            },
+            Event::Failed {
+                error: JobError::new(None, "analysis failed: video not found"),
+            },
+        ] {
+            job.apply(event, 2).unwrap();
+        }
+        store.put_job(&job).unwrap();
+        let mut record = AnalysisRecord::new("http://v.example/x.mp4".into(), 2);
+        record.state = AnalysisState::Failed;
+        store.put_analysis(&record).unwrap();
+        store.flush().unwrap();
+    }
+    let output = crate::support::binary()
+        .arg("--db")
+        .arg(batch.db())
+        .args(["retry", "--failed"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("j: failed -> ready"),
+        "{}",
+        text(&output.stdout)
+    );
+
+    let output = finish(batch.run_command(&sim.base_url(), &[])).await;
+    assert_exit(&output, 0);
+    let stats = sim.stats();
+    assert_eq!(
+        stats.calls.analyze, 1,
+        "the video was analysed again before the create"
+    );
+    assert_eq!(stats.calls.create, 1);
+    assert_eq!(stats.duplicate_creates, 0);
+    sim.shutdown().await;
+}
