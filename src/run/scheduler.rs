@@ -11,7 +11,7 @@
 //!   event needs it and written back before the loop moves on, so a catalog of any size costs a
 //!   few dozen bytes per job (see [`Jobs`]).
 //! - **Downloads come before new submissions** and have their own bound; API calls wait for the
-//!   one rate limiter in priority order (URL refresh, polls, creates, analyses).
+//!   one rate limiter in priority order (URL refresh, submissions, polls).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -149,13 +149,16 @@ impl ApiCall {
         }
     }
 
-    /// Lower goes first.
+    /// Lower goes first. A queued create or analyze holds a slot at the service that stays
+    /// idle until the request leaves, while a poll may or may not find its stage finished:
+    /// submissions go before polls. Only free slots queue submissions, so polls cannot starve;
+    /// when requests are scarce, polls wait, and the later they go the likelier they find
+    /// their stage finished. A link refresh goes first: the output link is expiring.
     fn priority(&self) -> u8 {
         match self {
             ApiCall::RefreshOutput(_) => 0,
-            ApiCall::TaskDetail(_) | ApiCall::AnalysisDetail(_) => 1,
-            ApiCall::Create(_) => 2,
-            ApiCall::Analyze(_) => 3,
+            ApiCall::Create(_) | ApiCall::Analyze(_) => 1,
+            ApiCall::TaskDetail(_) | ApiCall::AnalysisDetail(_) => 2,
         }
     }
 }
