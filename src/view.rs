@@ -80,7 +80,10 @@ impl Snapshot {
     /// Summarize jobs (in id order) as of `now_ms`. `live` is false and `pid` is `None`: the
     /// running process sets `pid` before [`write_snapshot`]; `status` sets `live` when it
     /// reads the file.
-    pub fn from_jobs<'a>(jobs: impl Iterator<Item = &'a Job>, now_ms: u64) -> Snapshot {
+    pub fn from_jobs<J: std::borrow::Borrow<Job>>(
+        jobs: impl IntoIterator<Item = J>,
+        now_ms: u64,
+    ) -> Snapshot {
         let mut snapshot = Snapshot {
             jobs: 0,
             states: JobState::ALL.into_iter().map(|state| (state, 0)).collect(),
@@ -94,6 +97,7 @@ impl Snapshot {
             pid: None,
         };
         for job in jobs {
+            let job = job.borrow();
             snapshot.jobs += 1;
             *snapshot.states.entry(job.state).or_insert(0) += 1;
             if job.possible_duplicate {
@@ -159,10 +163,18 @@ pub fn status(db: &Path, json: bool) -> Result<Exit, Fatal> {
     let now = now_ms();
     let snapshot = match Store::open_existing(db) {
         Ok(store) => {
-            let jobs = collect_jobs(&store)?;
+            // One job at a time: a large database is summarized without holding its jobs.
+            let mut failure = None;
+            let jobs = store
+                .jobs()
+                .map_while(|job| job.map_err(|error| failure = Some(error)).ok());
+            let snapshot = Snapshot::from_jobs(jobs, now);
+            if let Some(error) = failure {
+                return Err(error.into());
+            }
             // Release the database before printing: a run may be waiting to start.
             drop(store);
-            Snapshot::from_jobs(jobs.iter(), now)
+            snapshot
         }
         Err(StoreError::Locked { .. }) => read_live_snapshot(db)?,
         Err(error) => return Err(error.into()),
