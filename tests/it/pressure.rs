@@ -246,6 +246,41 @@ async fn sigterm_and_sigint_stop_gracefully_and_the_rerun_finishes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_creates_are_throttled_leaves_them_ready_not_flagged() {
+    // Two requests a second at the service, a hundred asked for: creates are refused by
+    // throttling and wait in line for the cool-down when the signal comes.
+    let sim = simulator(|knobs| knobs.rate_limit = Some(2.0)).await;
+    let batch = Batch::new(&manifest(2, 1));
+    let mut child = batch
+        .run_command(&sim.base_url(), &["--rate", "100"])
+        .spawn()
+        .unwrap();
+    crate::support::until("a throttled create", || {
+        let stats = sim.stats();
+        stats.calls.create > stats.billed_creates
+    })
+    .await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(143));
+    for row in batch.export() {
+        // A throttled create was refused before it ran: nothing to flag.
+        assert_ne!(row["state"], "submitting", "{row:?}");
+        assert!(!row["flags"].contains("possible_duplicate"), "{row:?}");
+    }
+    let output = finish(batch.run_command(&sim.base_url(), &["--rate", "2"])).await;
+    assert_exit(&output, 0);
+    assert_all(&batch, "done");
+    for row in batch.export() {
+        assert!(!row["flags"].contains("possible_duplicate"), "{row:?}");
+    }
+    assert_eq!(sim.stats().duplicate_creates, 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_sends_failed_renders_back_and_reports_what_it_did() {
     let sim = simulator(|_| {}).await;
     let batch = Batch::new(
