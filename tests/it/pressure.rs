@@ -290,18 +290,7 @@ async fn retry_sends_failed_renders_back_and_reports_what_it_did() {
     assert_exit(&output, 3);
     assert_eq!(states(&batch)["bad"], "failed");
 
-    let output = crate::support::binary()
-        .arg("--db")
-        .arg(batch.db())
-        .args(["retry", "--failed"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(
-        text(&output.stdout).contains("bad: failed -> ready"),
-        "{}",
-        text(&output.stdout)
-    );
+    retry_failed(&batch, "bad: failed -> ready");
     assert_eq!(states(&batch)["bad"], "ready");
 
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
@@ -353,18 +342,7 @@ async fn retry_of_a_job_whose_video_analysis_was_lost_analyses_it_again_first() 
         store.put_analysis(&record).unwrap();
         store.flush().unwrap();
     }
-    let output = crate::support::binary()
-        .arg("--db")
-        .arg(batch.db())
-        .args(["retry", "--failed"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(
-        text(&output.stdout).contains("j: failed -> ready"),
-        "{}",
-        text(&output.stdout)
-    );
+    retry_failed(&batch, "j: failed -> ready");
 
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
     assert_exit(&output, 0);
@@ -376,4 +354,20 @@ async fn retry_of_a_job_whose_video_analysis_was_lost_analyses_it_again_first() 
     assert_eq!(stats.calls.create, 1);
     assert_eq!(stats.duplicate_creates, 0);
     sim.shutdown().await;
+}
+
+/// `retry --failed` succeeds and reports `expected` among what it did.
+fn retry_failed(batch: &Batch, expected: &str) {
+    let output = crate::support::binary()
+        .arg("--db")
+        .arg(batch.db())
+        .args(["retry", "--failed"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains(expected),
+        "{}",
+        text(&output.stdout)
+    );
 }
