@@ -35,19 +35,24 @@ pub struct PollPlanner {
     m2: f64,
     /// Delay from submission to the first poll, in seconds.
     first_poll_secs: f64,
+    /// How many stages can be under way together (the concurrency): a wave of first polls
+    /// that report together shares one feedback step.
+    wave: usize,
 }
 
 /// How fast the first-poll delay follows the feedback (log-scale step per wave of polls).
 const FIRST_POLL_STEP: f64 = 0.15;
 
 impl PollPlanner {
-    pub fn new(policy: PollPolicy) -> PollPlanner {
+    /// `wave`: how many stages can be under way at once (the concurrency).
+    pub fn new(policy: PollPolicy, wave: usize) -> PollPlanner {
         PollPlanner {
             policy,
             count: 0,
             mean_secs: 0.0,
             m2: 0.0,
             first_poll_secs: policy.initial_guess.as_secs_f64(),
+            wave: wave.max(1),
         }
     }
 
@@ -66,13 +71,13 @@ impl PollPlanner {
     }
 
     /// The first poll of a stage found it finished, or not. `wanted` is the share of first
-    /// polls that should find it finished (0.5–0.95); `wave` is how many stages can be under
-    /// way together (the concurrency). Stages submitted together report together, before
-    /// any of them could try a new delay: a wave shares one step, or 16 stages would move
-    /// the delay 16 steps at once and it would swing from far too early to far too late.
-    pub fn first_poll_found(&mut self, finished: bool, wanted: f64, wave: usize) {
+    /// polls that should find it finished (0.5–0.95). Stages submitted together report
+    /// together, before any of them could try a new delay: a wave shares one step, or 16
+    /// stages would move the delay 16 steps at once and it would swing from far too early to
+    /// far too late.
+    pub fn first_poll_found(&mut self, finished: bool, wanted: f64) {
         let hit = if finished { 1.0 } else { 0.0 };
-        let step = FIRST_POLL_STEP / wave.max(1) as f64;
+        let step = FIRST_POLL_STEP / self.wave as f64;
         self.first_poll_secs *= (step * (wanted - hit)).exp();
         self.first_poll_secs = self
             .first_poll_secs
@@ -152,7 +157,7 @@ mod tests {
 
     #[test]
     fn first_poll_uses_the_initial_guess() {
-        let planner = PollPlanner::new(policy());
+        let planner = PollPlanner::new(policy(), 16);
         let delay = planner.next_delay(Duration::ZERO, 0.0, 0.0);
         assert!(
             delay >= Duration::from_secs(10) && delay <= Duration::from_secs(11),
@@ -162,7 +167,7 @@ mod tests {
 
     #[test]
     fn progress_extrapolates_to_completion() {
-        let planner = PollPlanner::new(policy());
+        let planner = PollPlanner::new(policy(), 16);
         // 40 % after 4 s: done at about 10 s, so wait about 6 s.
         let delay = planner.next_delay(Duration::from_secs(4), 40.0, 0.0);
         assert!(
@@ -173,7 +178,7 @@ mod tests {
 
     #[test]
     fn observed_durations_replace_the_guess() {
-        let mut planner = PollPlanner::new(policy());
+        let mut planner = PollPlanner::new(policy(), 16);
         for secs in [20, 22, 18, 20] {
             planner.record(Duration::from_secs(secs));
         }
@@ -185,11 +190,14 @@ mod tests {
 
     #[test]
     fn the_first_poll_settles_near_the_wanted_share_of_finished_stages() {
-        let mut planner = PollPlanner::new(PollPolicy {
-            min: Duration::from_millis(10),
-            max: Duration::from_secs(60),
-            initial_guess: Duration::from_secs(2),
-        });
+        let mut planner = PollPlanner::new(
+            PollPolicy {
+                min: Duration::from_millis(10),
+                max: Duration::from_secs(60),
+                initial_guess: Duration::from_secs(2),
+            },
+            16,
+        );
         planner.record(Duration::from_millis(700));
         assert_eq!(planner.first_poll(), Duration::from_millis(700));
         // Waves of 16 stages lasting 0.4–0.6 s (evenly spread), each wave polled once at the
@@ -202,7 +210,7 @@ mod tests {
             let delay = planner.first_poll().as_secs_f64();
             for took in &durations {
                 let finished = *took <= delay;
-                planner.first_poll_found(finished, 0.7, 16);
+                planner.first_poll_found(finished, 0.7);
                 if wave >= 60 {
                     hits += usize::from(finished);
                     polls += 1;
@@ -217,7 +225,7 @@ mod tests {
 
     #[test]
     fn overdue_stages_back_off_and_bounds_hold() {
-        let planner = PollPlanner::new(policy());
+        let planner = PollPlanner::new(policy(), 16);
         let overdue = planner.next_delay(Duration::from_secs(30), 0.0, 0.0);
         assert!(overdue >= Duration::from_secs(15), "{overdue:?}");
         let capped = planner.next_delay(Duration::from_secs(600), 0.0, 0.0);

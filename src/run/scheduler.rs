@@ -349,8 +349,8 @@ impl<'a> Dispatcher<'a> {
             no_new_work: false,
             hard_stop: false,
             progress: Progress::new(settings.interactive, settings.summary_every),
-            analysis_planner: PollPlanner::new(settings.analysis_poll),
-            render_planner: PollPlanner::new(settings.render_poll),
+            analysis_planner: PollPlanner::new(settings.analysis_poll, settings.concurrency),
+            render_planner: PollPlanner::new(settings.render_poll, settings.concurrency),
             first_polls: HashSet::new(),
             unknown_statuses: HashSet::new(),
             api_calls: 0,
@@ -890,14 +890,9 @@ impl<'a> Dispatcher<'a> {
             Ok(analysis) => {
                 self.stage_succeeded(&video_url);
                 if first_poll {
-                    let finished = matches!(
-                        analysis.status,
-                        RemoteStatus::Completed | RemoteStatus::Failed
-                    );
                     let wanted = self.first_poll_hits_wanted();
-                    let wave = self.settings.concurrency;
                     self.analysis_planner
-                        .first_poll_found(finished, wanted, wave);
+                        .first_poll_found(!analysis.status.is_running(), wanted);
                 }
                 let record = self.analyses.get_mut(&video_url).expect("analysis exists");
                 let elapsed = since_ms(record.submitted_ms);
@@ -1120,11 +1115,9 @@ impl<'a> Dispatcher<'a> {
             Ok(task) => {
                 self.stage_succeeded(&job_id);
                 if first_poll {
-                    let finished =
-                        matches!(task.status, RemoteStatus::Completed | RemoteStatus::Failed);
                     let wanted = self.first_poll_hits_wanted();
-                    let wave = self.settings.concurrency;
-                    self.render_planner.first_poll_found(finished, wanted, wave);
+                    self.render_planner
+                        .first_poll_found(!task.status.is_running(), wanted);
                 }
                 let elapsed = since_ms(job.times.submitted_ms);
                 match (task.status, task.output_url) {

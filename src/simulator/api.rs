@@ -338,12 +338,8 @@ fn submit_analysis(sim: &Shared, team: &str, body: &[u8]) -> Result<Value, Refus
             video_url,
             create_time_ms: now_ms,
             video_seconds,
-            progress: Progress {
-                created: Instant::now(),
-                processing_time,
-            },
+            progress: Progress::starting(processing_time),
             outcome,
-            seen_finished: false,
         };
         let data = analysis_json(&record, Stage::Queued, "");
         state.analyses.insert(record.id.clone(), record);
@@ -373,11 +369,10 @@ fn read_analysis(
     };
     let now = Instant::now();
     let stage = record.progress.stage(now);
-    if stage == Stage::Finished && !record.seen_finished {
-        record.seen_finished = true;
+    if let Some(unnoticed) = record.progress.first_seen_finished(now) {
         let timing = &mut state.stats.timing;
         timing.analyses_noticed += 1;
-        timing.analysis_unnoticed_ms += millis(now - record.progress.finished_at());
+        timing.analysis_unnoticed_ms += millis(unnoticed);
     }
     Ok(analysis_json(record, stage, &base))
 }
@@ -590,10 +585,7 @@ fn create_valid_task(sim: &Shared, team: &str, request: ValidCreate) -> Result<V
         resolution: request.resolution,
         model_name: request.model_name,
         file_name: format!("Headswap_{now_ms}.mp4"),
-        progress: Progress {
-            created: Instant::now(),
-            processing_time,
-        },
+        progress: Progress::starting(processing_time),
         outcome: if fails {
             Outcome::Fails {
                 code: 3001,
@@ -603,7 +595,6 @@ fn create_valid_task(sim: &Shared, team: &str, request: ValidCreate) -> Result<V
             Outcome::Succeeds(())
         },
         reads: 0,
-        seen_finished: false,
     };
     let data = json!({
         "_id": record.id,
@@ -641,11 +632,10 @@ fn read_task(
     };
     record.reads += 1;
     let now = Instant::now();
-    if record.progress.stage(now) == Stage::Finished && !record.seen_finished {
-        record.seen_finished = true;
+    if let Some(unnoticed) = record.progress.first_seen_finished(now) {
         let timing = &mut state.stats.timing;
         timing.renders_noticed += 1;
-        timing.render_unnoticed_ms += millis(now - record.progress.finished_at());
+        timing.render_unnoticed_ms += millis(unnoticed);
     }
     let mut data = json!({
         "_id": record.id,

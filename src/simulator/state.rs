@@ -65,8 +65,6 @@ pub(super) struct AnalysisRecord {
     pub progress: Progress,
     /// The number of subjects detected, or why the analysis fails.
     pub outcome: Outcome<u32>,
-    /// A detail call has reported it finished (see [`super::Timing`]).
-    pub seen_finished: bool,
 }
 
 pub(super) struct TaskRecord {
@@ -83,8 +81,6 @@ pub(super) struct TaskRecord {
     pub outcome: Outcome<()>,
     /// Detail reads so far: running tasks alternate `video_url: ""` and `null` between reads.
     pub reads: u64,
-    /// A detail call has reported it finished (see [`super::Timing`]).
-    pub seen_finished: bool,
 }
 
 /// Where a piece of remote work stands at some instant.
@@ -92,6 +88,8 @@ pub(super) struct TaskRecord {
 pub(super) struct Progress {
     pub created: Instant,
     pub processing_time: Duration,
+    /// A detail call has reported it finished (see [`super::Timing`]).
+    pub seen_finished: bool,
 }
 
 /// Status 1 (queued), 2 (processing) or finished, with a 0–100 progress.
@@ -103,9 +101,24 @@ pub(super) enum Stage {
 }
 
 impl Progress {
-    /// When the work finishes.
-    pub fn finished_at(&self) -> Instant {
-        self.created + self.processing_time
+    /// Work starting now.
+    pub fn starting(processing_time: Duration) -> Progress {
+        Progress {
+            created: Instant::now(),
+            processing_time,
+            seen_finished: false,
+        }
+    }
+
+    /// A detail call at `now` reports the work: the first time it is finished, how long it
+    /// had been finished unnoticed.
+    pub fn first_seen_finished(&mut self, now: Instant) -> Option<Duration> {
+        let finished_at = self.created + self.processing_time;
+        if self.seen_finished || now < finished_at {
+            return None;
+        }
+        self.seen_finished = true;
+        Some(now - finished_at)
     }
 
     /// The first fifth of the processing time is spent queued.
@@ -298,6 +311,7 @@ mod tests {
         let progress = Progress {
             created,
             processing_time: Duration::from_secs(10),
+            seen_finished: false,
         };
         assert_eq!(progress.stage(created), Stage::Queued);
         assert_eq!(
@@ -311,6 +325,7 @@ mod tests {
         let instant = Progress {
             created,
             processing_time: Duration::ZERO,
+            seen_finished: false,
         };
         assert_eq!(instant.stage(created), Stage::Finished);
     }
