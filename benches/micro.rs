@@ -45,13 +45,13 @@ fn job(id: usize) -> Job {
             obj_id: None,
             face_url: format!("https://cdn.example.com/faces/f{id:06}.jpg"),
         }],
-        resolution: "720p".into(),
+        resolution: headswap_batch::akool::Resolution::P720,
         model_name: "akool-premium".into(),
         keep_original_sound: true,
         template_id: None,
         extra: vec![("sku".into(), format!("SKU-{id}"))],
     };
-    Job::new(format!("job-{id:06}"), id as u64 + 2, spec, 1)
+    Job::new(format!("job-{id:06}").into(), id as u64 + 2, spec, 1)
 }
 
 /// The six transitions of a job's successful life, each written to the store (not flushed:

@@ -422,12 +422,8 @@ fn scale(quick: bool) {
     {
         let parsed = headswap_batch::manifest::parse_file(&manifest).expect("manifest parses");
         let store = headswap_batch::store::Store::open(&db).expect("store opens");
-        let defaults = headswap_batch::manifest::Defaults {
-            resolution: "720p".into(),
-            model_name: "akool-premium".into(),
-        };
-        store
-            .ingest(parsed, &defaults, false, headswap_batch::now_ms())
+        let defaults = headswap_batch::manifest::Defaults::default();
+        headswap_batch::ingest::ingest(&store, parsed, &defaults, false, headswap_batch::now_ms())
             .expect("ingest");
     }
     let ingest = started.elapsed();
@@ -559,8 +555,10 @@ fn whole_run_peak_rss(manifest: &Path, dir: &Path) -> (u64, usize, Duration) {
         .expect("run starts");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
+    // SAFETY: rusage is a plain C struct of integers, for which all zero bytes is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // wait4 reports the peak resident set (ru_maxrss, KiB on Linux) of the finished child.
+    // SAFETY: wait4(2) on our own child's pid, with pointers to two live locals.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4");
     let elapsed = started.elapsed();
@@ -730,7 +728,7 @@ async fn serve_files(dir: PathBuf) -> String {
 async fn fetch_with_download(url: &str, out_dir: &Path, job_id: &str) -> (Duration, u64) {
     let http = reqwest::Client::builder().build().expect("client");
     let request = DownloadRequest {
-        job_id: job_id.to_string(),
+        job_id: job_id.into(),
         url: url.to_string(),
         out_dir: out_dir.to_path_buf(),
         max_bytes: u64::MAX,

@@ -8,15 +8,15 @@
 //! 1 when the file cannot be used at all.
 
 use std::io::{self, Write};
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::cli::CheckArgs;
 use crate::exit::{Exit, Fatal};
 use crate::manifest::{self, Manifest};
 
-pub fn run(args: &CheckArgs) -> Result<Exit, Fatal> {
-    let manifest = manifest::parse_file(&args.manifest)?;
+pub fn run(path: &Path, json: bool) -> Result<Exit, Fatal> {
+    let manifest = manifest::parse_file(path)?;
     let exit = if manifest.invalid().next().is_some() {
         Exit::Incomplete
     } else {
@@ -24,7 +24,7 @@ pub fn run(args: &CheckArgs) -> Result<Exit, Fatal> {
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let written = if args.json {
+    let written = if json {
         write_json(&mut out, &manifest)
     } else {
         write_text(&mut out, &manifest)
@@ -61,7 +61,7 @@ impl<'a> CheckReport<'a> {
                 .invalid()
                 .map(|job| InvalidRow {
                     line: job.line,
-                    id: &job.id,
+                    id: job.id.as_str(),
                     reason: job.reason().unwrap_or_default(),
                 })
                 .collect(),

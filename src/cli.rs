@@ -1,13 +1,16 @@
-//! Command-line interface: clap's derived structs, and the dispatch from a parsed command to
-//! the module that carries it out. Validation of option values into checked configurations
-//! happens here, before any side effect.
+//! The command line as clap sees it: derived structs for every command and flag, and nothing
+//! else. `config` turns these into checked configurations and `app` dispatches them; no other
+//! module knows these types (see ARCHITECTURE.md, "Entry points").
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::exit::Exit;
+use crate::akool::Resolution;
+use crate::job::MultiSubject;
+use crate::logging::LogFormat;
+use crate::run::OnAmbiguous;
 use crate::secret::Secret;
 
 #[derive(Debug, Parser)]
@@ -38,12 +41,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Ingest a manifest and process every job until it is in a final state.
@@ -63,24 +60,6 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Run jobs.example.csv end to end against an in-process simulator.
     Demo(DemoArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MultiSubject {
-    /// The job goes to `needs_mapping`; the export lists the subjects.
-    Skip,
-    /// The lowest obj_id.
-    First,
-    /// The same face on every subject (up to 5).
-    All,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnAmbiguous {
-    /// Create again and flag the job `possible_duplicate`.
-    Resubmit,
-    /// Park the job in `held` for a person.
-    Hold,
 }
 
 #[derive(Debug, Args)]
@@ -197,9 +176,9 @@ pub struct PollingArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct JobDefaults {
-    /// Resolution for rows that leave it blank.
-    #[arg(long, default_value = "720p", value_parser = ["480p", "720p"], help_heading = "Jobs")]
-    pub resolution: String,
+    /// Resolution for rows that leave it blank: 480p or 720p.
+    #[arg(long, default_value = "720p", value_parser = str::parse::<Resolution>, help_heading = "Jobs")]
+    pub resolution: Resolution,
     /// Model for rows that leave it blank.
     #[arg(long, default_value = "akool-premium", help_heading = "Jobs")]
     pub model: String,
@@ -260,24 +239,4 @@ pub struct DemoArgs {
     /// The manifest to run (the embedded example by default).
     #[arg(long)]
     pub manifest: Option<PathBuf>,
-}
-
-/// Carry out a parsed command. Fatal errors are printed here; the caller only exits.
-pub fn execute(cli: Cli) -> Exit {
-    let outcome = match cli.command {
-        Command::Check(args) => crate::check::run(&args),
-        Command::Status(args) => crate::view::status(&cli.db, args.json),
-        Command::Export(args) => crate::view::export(&cli.db, args.out.as_deref()),
-        Command::Simulate(args) => crate::simulator::run_cli(args.listen, args.knobs),
-        Command::Run(args) => crate::run::command(&args, cli.db.clone(), cli.quiet),
-        Command::Demo(args) => crate::demo::command(&args),
-        Command::Retry(args) => crate::retry::command(&cli.db, &args),
-    };
-    match outcome {
-        Ok(exit) => exit,
-        Err(fatal) => {
-            eprintln!("{fatal}");
-            Exit::Fatal
-        }
-    }
 }

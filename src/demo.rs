@@ -9,12 +9,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::akool::{ClientConfig, Credentials};
-use crate::cli::{DemoArgs, MultiSubject, OnAmbiguous};
 use crate::exit::{Exit, Fatal};
+use crate::job::MultiSubject;
 use crate::manifest::Defaults;
+use crate::run::policy::{OnAmbiguous, RetryPolicy};
 use crate::run::poll::PollPolicy;
-use crate::run::scheduler::Settings;
-use crate::run::{self, RunConfig};
+use crate::run::{self, RunConfig, Settings};
 use crate::secret::Secret;
 use crate::simulator::{SimKnobs, Simulator};
 use crate::store::Store;
@@ -24,12 +24,14 @@ pub const EXAMPLE_MANIFEST: &str = include_str!("../jobs.example.csv");
 
 const DEMO_KEY: &str = "demo-key";
 
-pub fn command(args: &DemoArgs) -> Result<Exit, Fatal> {
+/// `headswap-batch demo`: write the rendered files to `out`; run `manifest` instead of the
+/// embedded example when given.
+pub fn command(out: &Path, manifest: Option<&Path>) -> Result<Exit, Fatal> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Fatal::new("cannot start the async runtime").cause(e))?;
     let scratch = Scratch::new()?;
-    let manifest = match &args.manifest {
-        Some(path) => path.clone(),
+    let manifest = match manifest {
+        Some(path) => path.to_path_buf(),
         None => {
             let path = scratch.path.join("jobs.example.csv");
             std::fs::write(&path, EXAMPLE_MANIFEST)
@@ -56,7 +58,7 @@ pub fn command(args: &DemoArgs) -> Result<Exit, Fatal> {
         let config = simulator_run_config(
             manifest,
             scratch.path.join("headswap.db"),
-            &args.out,
+            out,
             simulator.base_url(),
             DEMO_KEY,
         );
@@ -65,7 +67,7 @@ pub fn command(args: &DemoArgs) -> Result<Exit, Fatal> {
         let report = report?;
         print_jobs(&config.db)?;
         run::print_summary(&report);
-        Ok(run::exit_for(&report, 0))
+        Ok(run::exit_for(&report, None))
     })
 }
 
@@ -92,10 +94,7 @@ pub fn simulator_run_config(
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
         },
-        defaults: Defaults {
-            resolution: "720p".into(),
-            model_name: "akool-premium".into(),
-        },
+        defaults: Defaults::default(),
         strict: false,
         replace_changed: false,
         settings: Settings {
@@ -105,14 +104,16 @@ pub fn simulator_run_config(
             downloads: 4,
             rate: 20.0,
             burst: 5,
-            max_attempts: 8,
+            retry: RetryPolicy {
+                max_attempts: 8,
+                backoff_base: Duration::from_millis(100),
+                backoff_cap: Duration::from_secs(2),
+            },
             multi_subject: MultiSubject::Skip,
             on_ambiguous: OnAmbiguous::Resubmit,
             max_download_bytes: 1 << 30,
             analysis_poll: poll(Duration::from_millis(400)),
             render_poll: poll(Duration::from_millis(1500)),
-            backoff_base: Duration::from_millis(100),
-            backoff_cap: Duration::from_secs(2),
             cooldown_cap: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(10),
             tick: Duration::from_secs(2),

@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+use crate::manifest::ManifestError;
+use crate::store::StoreError;
+
 /// How a command ended. The discriminants are the process exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -30,6 +33,22 @@ pub enum Exit {
 impl Exit {
     pub fn code(self) -> u8 {
         self as u8
+    }
+}
+
+/// A signal that stops a run gracefully (the first one) or at once (a second one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+impl From<Signal> for Exit {
+    fn from(signal: Signal) -> Exit {
+        match signal {
+            Signal::Interrupt => Exit::Interrupted,
+            Signal::Terminate => Exit::Terminated,
+        }
     }
 }
 
@@ -77,3 +96,46 @@ impl fmt::Display for Fatal {
 }
 
 impl std::error::Error for Fatal {}
+
+// What to do about each way the database or the manifest can be unusable.
+
+impl From<StoreError> for Fatal {
+    fn from(error: StoreError) -> Fatal {
+        let hint = match &error {
+            StoreError::Locked { .. } => {
+                "wait for the other run to finish (or stop it); `headswap-batch status` shows its progress meanwhile"
+            }
+            StoreError::Damaged { .. } => {
+                "restore the database folder from a backup, or move it aside to start over (jobs already submitted would then be submitted and paid again)"
+            }
+            StoreError::NewerSchema { .. } => {
+                "use the newer headswap-batch with this database, or give another --db"
+            }
+            StoreError::Io { .. } => "check the --db path and its permissions",
+            StoreError::Missing { .. } => {
+                "run `headswap-batch run MANIFEST` first, or point --db (HEADSWAP_DB) at the database"
+            }
+            StoreError::Encode { .. } => "this is a bug in headswap-batch; please report it",
+        };
+        Fatal::new(error.to_string()).hint(hint)
+    }
+}
+
+impl From<ManifestError> for Fatal {
+    fn from(error: ManifestError) -> Fatal {
+        let hint = match &error {
+            ManifestError::Missing { .. } | ManifestError::Unreadable { .. } => {
+                "check the path given on the command line"
+            }
+            ManifestError::NotUtf8 { .. } | ManifestError::NotText { .. } => {
+                "save the sheet as \"CSV UTF-8 (comma delimited)\""
+            }
+            ManifestError::Empty { .. } | ManifestError::MissingColumns { .. } => {
+                "the first line must be a header such as: id,video_url,face_url,obj_id,resolution"
+            }
+            ManifestError::DuplicateColumn { .. } => "rename or delete one of the columns",
+            ManifestError::Csv { .. } => "save the sheet as \"CSV UTF-8 (comma delimited)\"",
+        };
+        Fatal::new(error.to_string()).hint(hint)
+    }
+}

@@ -4,11 +4,14 @@
 //! See ARCHITECTURE.md for the map of modules and their invariants.
 
 pub mod akool;
+pub mod app;
 pub mod check;
 pub mod cli;
+pub mod config;
 pub mod crash;
 pub mod demo;
 pub mod exit;
+pub mod ingest;
 pub mod job;
 pub mod logging;
 pub mod manifest;

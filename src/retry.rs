@@ -6,19 +6,25 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 
-use crate::cli::RetryArgs;
 use crate::exit::{Exit, Fatal};
-use crate::job::{AnalysisState, Event, JobState};
+use crate::job::{AnalysisEvent, AnalysisState, Event, JobState};
 use crate::now_ms;
 use crate::store::Store;
 
-pub fn command(db: &Path, args: &RetryArgs) -> Result<Exit, Fatal> {
-    if !args.failed && !args.expired && args.ids.is_empty() {
-        return Err(Fatal::new("say which jobs to retry")
-            .hint("use --failed, --expired, --ids a,b,... or a combination"));
-    }
+/// Which jobs to put back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryRequest {
+    /// Every failed job.
+    pub failed: bool,
+    /// Every expired job.
+    pub expired: bool,
+    /// These jobs, whatever their final state.
+    pub ids: Vec<String>,
+}
+
+pub fn command(db: &Path, args: &RetryRequest) -> Result<Exit, Fatal> {
     let store = Store::open_existing(db)?;
-    let wanted_ids: BTreeSet<&str> = args.ids.iter().map(|id| id.trim()).collect();
+    let wanted_ids: BTreeSet<&str> = args.ids.iter().map(String::as_str).collect();
     let mut found_ids = BTreeSet::new();
     let mut retried = Vec::new();
     let mut refused = Vec::new();
@@ -27,7 +33,7 @@ pub fn command(db: &Path, args: &RetryArgs) -> Result<Exit, Fatal> {
         let mut job = job?;
         let by_id = wanted_ids.contains(job.id.as_str());
         if by_id {
-            found_ids.insert(job.id.clone());
+            found_ids.insert(job.id.to_string());
         }
         let by_state = (args.failed && job.state == JobState::Failed)
             || (args.expired && job.state == JobState::Expired);
@@ -38,7 +44,7 @@ pub fn command(db: &Path, args: &RetryArgs) -> Result<Exit, Fatal> {
         match job.apply(Event::Retry, now) {
             Ok(()) => {
                 if matches!(job.state, JobState::Pending | JobState::Ready) {
-                    reset_failed_analysis(&store, &job.spec.video_url)?;
+                    reset_failed_analysis(&store, job.spec.video_url.as_str())?;
                 }
                 store.put_job(&job)?;
                 retried.push((job.id.clone(), before, job.state));
@@ -85,9 +91,9 @@ pub fn command(db: &Path, args: &RetryArgs) -> Result<Exit, Fatal> {
 fn reset_failed_analysis(store: &Store, video_url: &str) -> Result<(), Fatal> {
     if let Some(mut record) = store.analysis(video_url)? {
         if record.state == AnalysisState::Failed {
-            record.state = AnalysisState::Pending;
-            record.analysis_id = None;
-            record.attempts = 0;
+            record
+                .apply(AnalysisEvent::Retry, now_ms())
+                .map_err(|error| Fatal::new("cannot reset the analysis").cause(error))?;
             store.put_analysis(&record)?;
         }
     }

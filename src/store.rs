@@ -20,11 +20,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::exit::Fatal;
-use crate::job::{AnalysisRecord, Event, Job, JobState, hex};
-use crate::manifest::{Defaults, Manifest, ManifestJob};
+use crate::job::{AnalysisRecord, Job, JobState};
 
 /// The version of the record format and tree layout this build writes.
 ///
@@ -36,22 +33,12 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 /// Keys of the `meta` tree.
 const META_SCHEMA_VERSION: &str = "schema_version";
-const META_MANIFEST_PATH: &str = "manifest_path";
-const META_MANIFEST_SHA256: &str = "manifest_sha256";
-/// The defaults (resolution, model) the last ingest applied to blank cells.
-const META_DEFAULTS: &str = "ingest_defaults";
-/// How many rows the last ingest found changed after submission (and left alone).
-const META_CHANGED_SUBMITTED: &str = "ingest_changed_submitted";
-/// How many of the last ingested manifest's jobs were invalid.
-const META_INVALID: &str = "ingest_invalid";
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 32 << 20;
 
 /// How long a lock refusal is retried on open (see [`Store::open`]).
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
-
-const META_INGESTED_MS: &str = "manifest_ingested_ms";
 
 /// An open job database. Cheap to clone: clones share the same open database.
 #[derive(Clone)]
@@ -100,50 +87,6 @@ pub enum StoreError {
         what: String,
         cause: String,
     },
-}
-
-impl From<StoreError> for Fatal {
-    fn from(error: StoreError) -> Fatal {
-        let hint = match &error {
-            StoreError::Locked { .. } => {
-                "wait for the other run to finish (or stop it); `headswap-batch status` shows its progress meanwhile"
-            }
-            StoreError::Damaged { .. } => {
-                "restore the database folder from a backup, or move it aside to start over (jobs already submitted would then be submitted and paid again)"
-            }
-            StoreError::NewerSchema { .. } => {
-                "use the newer headswap-batch with this database, or give another --db"
-            }
-            StoreError::Io { .. } => "check the --db path and its permissions",
-            StoreError::Missing { .. } => {
-                "run `headswap-batch run MANIFEST` first, or point --db (HEADSWAP_DB) at the database"
-            }
-            StoreError::Encode { .. } => "this is a bug in headswap-batch; please report it",
-        };
-        Fatal::new(error.to_string()).hint(hint)
-    }
-}
-
-/// What an ingest did. Every manifest job lands in exactly one of `added`, `unchanged`,
-/// `updated`, `changed_submitted` or `replaced`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IngestReport {
-    /// New ids (valid or invalid).
-    pub added: usize,
-    /// Same id, same content: the job keeps its state.
-    pub unchanged: usize,
-    /// The row changed and the job had not been submitted: back to `pending` with the new
-    /// row (or to `invalid` when the new row is invalid).
-    pub updated: usize,
-    /// The row changed after the job may have been submitted: NOT replaced (it would be
-    /// paid again); `--replace-changed` restarts them.
-    pub changed_submitted: Vec<String>,
-    /// The row changed after submission and `replace_changed` restarted the job.
-    pub replaced: Vec<String>,
-    /// Manifest jobs that are invalid (new or not).
-    pub invalid: usize,
-    /// Jobs whose rows are gone from the manifest and that never reached the service, removed.
-    pub removed: usize,
 }
 
 impl Store {
@@ -271,172 +214,43 @@ impl Store {
         self.write_schema_version()
     }
 
-    /// Whether the last ingest was of this very file with these defaults and left nothing to
-    /// report (no row changed after submission): then ingesting it again would change nothing,
-    /// and the answer is the number of invalid rows it had. Rerunning the same command skips
-    /// parsing and ingest this way, which is what makes resuming a large batch start at once.
-    pub fn settled(
-        &self,
-        manifest_sha256: &str,
-        defaults: &Defaults,
-    ) -> Result<Option<usize>, StoreError> {
-        let meta = |key: &str| -> Result<Option<sled::IVec>, StoreError> {
-            self.meta
-                .get(key)
-                .map_err(|error| self.sled_error("read meta", error))
-        };
-        let is = |value: Option<sled::IVec>, expected: &[u8]| {
-            value.is_some_and(|stored| stored.as_ref() == expected)
-        };
-        if !is(meta(META_MANIFEST_SHA256)?, manifest_sha256.as_bytes())
-            || !is(meta(META_DEFAULTS)?, defaults_text(defaults).as_bytes())
-            || !is(meta(META_CHANGED_SUBMITTED)?, b"0")
-        {
-            return Ok(None);
-        }
-        Ok(meta(META_INVALID)?.and_then(|value| std::str::from_utf8(&value).ok()?.parse().ok()))
-    }
-
     /// The database folder.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Bring the store in line with a manifest, idempotently by job id (see
-    /// [`IngestReport`] for what happens to each job). Jobs absent from the manifest are left
-    /// untouched. Durable before it returns.
-    ///
-    /// A changed row is only applied to a job that cannot have been submitted: not in a state
-    /// that may have sent a create, no task id, and not flagged `possible_duplicate` (a held
-    /// job, or one whose create may have reached the service). Otherwise rendering the new
-    /// row would be paid a second time, so it is reported in `changed_submitted` unless
-    /// `replace_changed` says to restart it anyway.
-    pub fn ingest(
-        &self,
-        manifest: Manifest,
-        defaults: &Defaults,
-        replace_changed: bool,
-        now_ms: u64,
-    ) -> Result<IngestReport, StoreError> {
-        let mut report = IngestReport::default();
-        let defaults_text = defaults_text(defaults);
-        let Manifest {
-            path: manifest_path,
-            jobs,
-            sha256,
-            ..
-        } = manifest;
-        if self.settled(&sha256, defaults)?.is_some() {
-            report.unchanged = jobs.len();
-            report.invalid = jobs.iter().filter(|entry| entry.row.is_err()).count();
-            return Ok(report);
-        }
-        // Each job's memory is released as soon as it is written, which the store's own
-        // growth reuses: a large manifest is not held whole next to its records. Written
-        // record by record, not in sled batches: a batch holds far more memory than its
-        // records (measured at 100,000 jobs: batches of 1,000 peak 30 MB above single writes,
-        // one batch of all near 1 GB). The ingest is idempotent and its manifest fingerprint is
-        // written last, so a crash part-way only means the next run ingests again.
-        let mut listed = std::collections::HashSet::with_capacity(jobs.len());
-        for entry in jobs {
-            self.ingest_one(&entry, defaults, replace_changed, now_ms, &mut report)?;
-            listed.insert(entry.id);
-        }
-        // The manifest is the list of what to render. A job whose row is gone and that never
-        // reached the service (invalid, waiting, needs_mapping) is dropped: rendering a removed
-        // row would spend credits nobody asked for, and a fixed row's old invalid job would make
-        // every later run end "incomplete". Jobs that may have been submitted stay and finish.
-        let mut cancelled = Vec::new();
-        for key in self.jobs.iter().keys() {
-            let key = key.map_err(|error| self.sled_error("list the jobs", error))?;
-            if listed.contains(String::from_utf8_lossy(&key).as_ref()) {
-                continue;
-            }
-            let id = String::from_utf8_lossy(&key).into_owned();
-            if self.job(&id)?.is_some_and(|job| is_cancellable(&job)) {
-                cancelled.push(key);
-            }
-        }
-        for key in cancelled {
-            self.jobs
-                .remove(key)
-                .map_err(|error| self.sled_error("remove a job", error))?;
-            report.removed += 1;
-        }
-        let meta = [
-            (
-                META_MANIFEST_PATH,
-                manifest_path.to_string_lossy().into_owned(),
-            ),
-            (META_MANIFEST_SHA256, sha256),
-            (META_DEFAULTS, defaults_text),
-            (
-                META_CHANGED_SUBMITTED,
-                report.changed_submitted.len().to_string(),
-            ),
-            (META_INVALID, report.invalid.to_string()),
-            (META_INGESTED_MS, now_ms.to_string()),
-        ];
-        for (key, value) in meta {
-            self.meta
-                .insert(key, value.as_bytes())
-                .map_err(|error| self.sled_error("write meta", error))?;
-        }
-        self.flush()?;
-        Ok(report)
+    /// A value of the `meta` tree (ingest bookkeeping, learned timings), if set.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let value = self
+            .meta
+            .get(key)
+            .map_err(|error| self.sled_error("read meta", error))?;
+        Ok(value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
-    /// Bring one job in line with its manifest entry (see [`Store::ingest`]).
-    fn ingest_one(
-        &self,
-        entry: &ManifestJob,
-        defaults: &Defaults,
-        replace_changed: bool,
-        now_ms: u64,
-        report: &mut IngestReport,
-    ) -> Result<(), StoreError> {
-        if entry.row.is_err() {
-            report.invalid += 1;
-        }
-        let wanted = wanted_job(entry, defaults, now_ms);
-        let Some(mut existing) = self.job(&entry.id)? else {
-            self.put_job(&wanted)?;
-            report.added += 1;
-            return Ok(());
-        };
-        if existing.fingerprint == wanted.fingerprint {
-            // Same request: keep the state, refresh what does not affect the render.
-            let before = existing.clone();
-            existing.line = entry.line;
-            existing.spec.extra = wanted.spec.extra;
-            if existing != before {
-                self.put_job(&existing)?;
-            }
-            report.unchanged += 1;
-            return Ok(());
-        }
-        let submitted = may_have_been_submitted(&existing);
-        if submitted && !replace_changed {
-            report.changed_submitted.push(entry.id.clone());
-            return Ok(());
-        }
-        let replacement = replace(existing, wanted, now_ms);
-        self.put_job(&replacement)?;
-        if submitted {
-            report.replaced.push(entry.id.clone());
-        } else {
-            report.updated += 1;
-        }
+    /// Set a value of the `meta` tree. Not durable until the next [`Store::flush`].
+    pub fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.before_write()?;
+        self.meta
+            .insert(key, value.as_bytes())
+            .map_err(|error| self.sled_error("write meta", error))?;
         Ok(())
     }
 
-    /// The SHA-256 of the last ingested manifest file, if any.
-    pub fn manifest_sha256(&self) -> Result<Option<String>, StoreError> {
-        let value = self
-            .meta
-            .get(META_MANIFEST_SHA256)
-            .map_err(|error| self.sled_error("read meta", error))?;
-        Ok(value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    /// Every job id, in id order, without decoding the records.
+    pub fn job_ids(&self) -> impl Iterator<Item = Result<String, StoreError>> + '_ {
+        self.jobs.iter().keys().map(move |key| {
+            let key = key.map_err(|error| self.sled_error("list the jobs", error))?;
+            Ok(String::from_utf8_lossy(&key).into_owned())
+        })
+    }
+
+    /// Remove a job. Not durable until the next [`Store::flush`].
+    pub fn remove_job(&self, id: &str) -> Result<(), StoreError> {
+        self.jobs
+            .remove(id.as_bytes())
+            .map_err(|error| self.sled_error("remove a job", error))?;
+        Ok(())
     }
 
     /// One job by id.
@@ -463,7 +277,7 @@ impl Store {
         self.before_write()?;
         let bytes = self.encode_job(job)?;
         self.jobs
-            .insert(job.id.as_bytes(), bytes)
+            .insert(job.id.as_str().as_bytes(), bytes)
             .map_err(|error| self.sled_error("write a job", error))?;
         Ok(())
     }
@@ -501,7 +315,7 @@ impl Store {
             cause: error.to_string(),
         })?;
         self.analyses
-            .insert(record.video_url.as_bytes(), bytes)
+            .insert(record.video_url.as_str().as_bytes(), bytes)
             .map_err(|error| self.sled_error("write an analysis", error))?;
         Ok(())
     }
@@ -638,81 +452,6 @@ impl Versioned for AnalysisEnvelope {
     }
 }
 
-/// True when a create for this job may have reached the service, so that rendering a
-/// changed row would be paid a second time.
-fn may_have_been_submitted(job: &Job) -> bool {
-    job.state.may_have_submitted() || job.task_id.is_some() || job.possible_duplicate
-}
-
-/// A job that can disappear with its manifest row: nothing of it reached the service.
-fn is_cancellable(job: &Job) -> bool {
-    !may_have_been_submitted(job)
-        && matches!(
-            job.state,
-            JobState::Pending
-                | JobState::Analyzing
-                | JobState::Ready
-                | JobState::Invalid
-                | JobState::NeedsMapping
-        )
-}
-
-/// The job a manifest entry asks for, as a new job.
-fn wanted_job(entry: &ManifestJob, defaults: &Defaults, now_ms: u64) -> Job {
-    match &entry.row {
-        Ok(raw) => Job::new(entry.id.clone(), entry.line, raw.to_spec(defaults), now_ms),
-        Err(reason) => {
-            // Invalid rows keep what can be echoed (the video, the extra columns); their
-            // fingerprint is the reason, so editing the row into another problem updates it.
-            let spec = crate::job::JobSpec {
-                video_url: entry.video_url.clone(),
-                faces: Vec::new(),
-                resolution: defaults.resolution.clone(),
-                model_name: defaults.model_name.clone(),
-                keep_original_sound: true,
-                template_id: None,
-                extra: entry.extra.clone(),
-            };
-            let mut job = Job::invalid(entry.id.clone(), entry.line, spec, reason.clone(), now_ms);
-            job.fingerprint = invalid_fingerprint(reason, &entry.video_url);
-            job
-        }
-    }
-}
-
-fn invalid_fingerprint(reason: &str, video_url: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(b"invalid\n");
-    hasher.update(reason.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(video_url.as_bytes());
-    format!("invalid-{}", hex(&hasher.finalize()[..16]))
-}
-
-/// Restart `existing` as `wanted` (pending with the new spec, or invalid), keeping its
-/// creation time.
-fn replace(mut existing: Job, wanted: Job, now_ms: u64) -> Job {
-    if wanted.state == JobState::Invalid {
-        let mut job = wanted;
-        job.times.created_ms = existing.times.created_ms;
-        return job;
-    }
-    let line = wanted.line;
-    let event = Event::Replace {
-        spec: wanted.spec,
-        fingerprint: wanted.fingerprint,
-    };
-    match existing.apply(event, now_ms) {
-        Ok(()) => {
-            existing.line = line;
-            existing
-        }
-        // Replace is legal in every state; should that ever change, a fresh job is the
-        // meaning of "restart with the new row".
-        Err(_) => existing,
-    }
-}
-
 /// Map an error from `sled::open`: a held lock, damage, or plain I/O.
 fn open_error(path: &Path, error: sled::Error) -> StoreError {
     if let sled::Error::Io(io) = &error {
@@ -761,9 +500,4 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     } else {
         "panic".to_string()
     }
-}
-
-/// How the defaults applied to blank cells are remembered in `meta`.
-fn defaults_text(defaults: &Defaults) -> String {
-    format!("{}|{}", defaults.resolution, defaults.model_name)
 }

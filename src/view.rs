@@ -106,7 +106,7 @@ impl Snapshot {
             if is_in_flight(job.state) {
                 if snapshot.in_flight.len() < MAX_IN_FLIGHT_LISTED {
                     snapshot.in_flight.push(InFlight {
-                        id: job.id.clone(),
+                        id: job.id.to_string(),
                         state: job.state,
                         task_id: job.task_id.clone(),
                         analysis_id: job.analysis_id.clone(),
@@ -119,7 +119,7 @@ impl Snapshot {
             if needs_attention(job.state) {
                 if snapshot.failures.len() < MAX_FAILURES_LISTED {
                     snapshot.failures.push(Failure {
-                        id: job.id.clone(),
+                        id: job.id.to_string(),
                         state: job.state,
                         error_code: job.last_error.as_ref().and_then(|error| error.code),
                         error: error_text(job),
@@ -256,9 +256,9 @@ pub fn write_export(out: impl Write, jobs: &[Job]) -> io::Result<()> {
     for job in jobs {
         let output = job.output.as_ref();
         let fixed = [
-            job.id.clone(),
+            job.id.to_string(),
             job.state.to_string(),
-            job.spec.video_url.clone(),
+            job.spec.video_url.to_string(),
             mappings_text(job),
             job.analysis_id.clone().unwrap_or_default(),
             job.task_id.clone().unwrap_or_default(),

@@ -127,7 +127,7 @@ impl Client {
             "video_url": request.video_url,
             "mappings": request.mappings,
             "model_name": request.model_name,
-            "resolution": request.resolution,
+            "resolution": request.resolution.as_str(),
             "keep_original_sound": request.keep_original_sound,
         });
         if let Some(template_id) = &request.template_id {

@@ -81,6 +81,49 @@ pub struct Mapping {
     pub img_url: String,
 }
 
+/// The output resolution of a render: the only two values the API accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Resolution {
+    #[serde(rename = "480p")]
+    P480,
+    #[serde(rename = "720p")]
+    P720,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::P480 => "480p",
+            Resolution::P720 => "720p",
+        }
+    }
+}
+
+impl fmt::Display for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Resolution {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::str::FromStr for Resolution {
+    type Err = String;
+
+    /// `480p` or `720p`, in any case.
+    fn from_str(value: &str) -> Result<Resolution, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "480p" => Ok(Resolution::P480),
+            "720p" => Ok(Resolution::P720),
+            _ => Err(format!("{value:?} must be 480p or 720p")),
+        }
+    }
+}
+
 /// The body of a create-task request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateTask {
@@ -88,7 +131,7 @@ pub struct CreateTask {
     pub video_url: String,
     pub mappings: Vec<Mapping>,
     pub model_name: String,
-    pub resolution: String,
+    pub resolution: Resolution,
     pub template_id: Option<String>,
     pub keep_original_sound: bool,
 }

@@ -20,12 +20,12 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::job::{Output, hex};
+use crate::job::{JobId, Output, hex};
 
 /// What a download needs to know.
 #[derive(Debug, Clone)]
 pub struct DownloadRequest {
-    pub job_id: String,
+    pub job_id: JobId,
     pub url: String,
     pub out_dir: PathBuf,
     /// Largest file accepted.
@@ -90,8 +90,8 @@ pub async fn download(
             detail: format!("output URL scheme {:?} is not http(s)", url.scheme()),
         });
     }
-    let part = part_path(&request.out_dir, &request.job_id);
-    let final_path = output_path(&request.out_dir, &request.job_id);
+    let part = part_path(&request.out_dir, request.job_id.as_str());
+    let final_path = output_path(&request.out_dir, request.job_id.as_str());
     let local = |e: std::io::Error, path: &Path| DownloadError::Local {
         path: path.display().to_string(),
         detail: e.to_string(),

@@ -1,30 +1,40 @@
-//! The `run` command: validate the configuration, ingest the manifest, and hand every job to
-//! the dispatcher until it is in a final state or the run has to stop.
+//! The `run` command: ingest the manifest, hand every job to the dispatcher until it is in a
+//! final state or the run has to stop, then print the summary and choose the exit code.
+//!
+//! Layout: `dispatch/` is the loop and its stage handlers; `policy` decides what a failure
+//! means; `pace` paces API requests; `poll` plans polls; `download` fetches outputs;
+//! `progress` shows the run on a terminal or in a log; `settings` is the dispatcher's
+//! checked configuration.
 
+pub mod dispatch;
 pub mod download;
 pub mod pace;
+pub mod policy;
 pub mod poll;
 pub mod progress;
-pub mod scheduler;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::akool::{Client, ClientConfig, Credentials};
-use crate::cli::{ApiArgs, RunArgs};
-use crate::exit::{Exit, Fatal};
+use crate::akool::{Client, ClientConfig};
+use crate::exit::{Exit, Fatal, Signal};
+use crate::ingest;
 use crate::job::JobState;
 use crate::manifest::{self, Defaults};
 use crate::now_ms;
-use crate::run::poll::PollPolicy;
-use crate::run::scheduler::{RunReport, Settings, StopReason};
 use crate::store::{Store, StoreError};
 
-/// A checked configuration for one run: everything is validated before any side effect.
+pub use dispatch::{RunReport, StopReason};
+pub use policy::OnAmbiguous;
+pub use settings::Settings;
+
+/// A checked configuration for one run: everything is validated before any side effect
+/// (`config` builds it from the command line).
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub manifest: PathBuf,
@@ -36,116 +46,19 @@ pub struct RunConfig {
     pub settings: Settings,
 }
 
-impl RunConfig {
-    /// Turn the command line into a checked configuration.
-    pub fn from_args(args: &RunArgs, db: PathBuf, interactive: bool) -> Result<RunConfig, Fatal> {
-        let client = client_config(&args.api)?;
-        let limits = &args.limits;
-        if !(limits.rate.is_finite() && limits.rate > 0.0) {
-            return Err(Fatal::new(format!(
-                "--rate must be a positive number, not {}",
-                limits.rate
-            )));
-        }
-        let settings = Settings {
-            out_dir: args.out.clone(),
-            db_path: db.clone(),
-            concurrency: limits.concurrency as usize,
-            downloads: limits.downloads as usize,
-            rate: limits.rate,
-            burst: limits.burst,
-            max_attempts: limits.max_attempts,
-            multi_subject: args.jobs.multi_subject,
-            on_ambiguous: args.on_ambiguous,
-            max_download_bytes: limits.max_download_bytes,
-            analysis_poll: PollPolicy {
-                min: args.polling.poll_min,
-                max: args.polling.poll_max,
-                initial_guess: args.polling.analysis_guess,
-            },
-            render_poll: PollPolicy {
-                min: args.polling.poll_min,
-                max: args.polling.poll_max,
-                initial_guess: args.polling.render_guess,
-            },
-            backoff_base: args.polling.backoff_base,
-            backoff_cap: args.polling.backoff_cap,
-            cooldown_cap: Duration::from_secs(120),
-            stall_timeout: Duration::from_secs(60),
-            tick: Duration::from_secs(2),
-            max_runtime: args.max_runtime,
-            interactive: interactive && !args.no_progress,
-            summary_every: Duration::from_secs(10),
-            grace: Duration::from_secs(10),
-        };
-        if settings.analysis_poll.min > settings.analysis_poll.max {
-            return Err(Fatal::new("--poll-min must not be larger than --poll-max"));
-        }
-        Ok(RunConfig {
-            manifest: args.manifest.clone(),
-            db,
-            client,
-            defaults: Defaults {
-                resolution: args.jobs.resolution.clone(),
-                model_name: args.jobs.model.clone(),
-            },
-            strict: args.strict,
-            replace_changed: args.replace_changed,
-            settings,
-        })
-    }
-}
-
-/// The client configuration from the API flags: an API key, or client id + secret.
-pub fn client_config(api: &ApiArgs) -> Result<ClientConfig, Fatal> {
-    let base = reqwest::Url::parse(&api.base_url)
-        .map_err(|e| Fatal::new(format!("--base-url {:?} is not a URL", api.base_url)).cause(e))?;
-    if !matches!(base.scheme(), "http" | "https") {
-        return Err(Fatal::new(format!(
-            "--base-url {:?} must be http or https",
-            api.base_url
-        )));
-    }
-    let credentials = match (&api.api_key, &api.client_id, &api.client_secret) {
-        (Some(key), _, _) => Credentials::ApiKey(key.clone()),
-        (None, Some(client_id), Some(secret)) => Credentials::ClientCredentials {
-            client_id: client_id.clone(),
-            client_secret: secret.clone(),
-        },
-        (None, Some(_), None) => {
-            return Err(Fatal::new(
-                "--client-id needs --client-secret (or AKOOL_CLIENT_SECRET)",
-            ));
-        }
-        _ => {
-            return Err(Fatal::new("no API credentials").hint(
-                "set AKOOL_API_KEY (or pass --api-key), or use --client-id with --client-secret",
-            ));
-        }
-    };
-    Ok(ClientConfig {
-        base_url: api.base_url.trim_end_matches('/').to_string(),
-        credentials,
-        request_timeout: api.request_timeout,
-        connect_timeout: Duration::from_secs(10),
-    })
-}
-
 /// `headswap-batch run`: a runtime, the signal handlers, the batch, the exit code.
-pub fn command(args: &RunArgs, db: PathBuf, quiet: bool) -> Result<Exit, Fatal> {
-    let interactive = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let config = RunConfig::from_args(args, db, interactive)?;
+pub fn command(config: &RunConfig) -> Result<Exit, Fatal> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Fatal::new("cannot start the async runtime").cause(e))?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let signal = tokio::spawn(watch_signals(shutdown.clone()));
-        let report = run_batch(&config, shutdown.clone()).await;
-        signal.abort();
+        let received = Arc::new(OnceLock::new());
+        let watcher = tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&received)));
+        let report = run_batch(config, shutdown.clone()).await;
+        watcher.abort();
         let report = report?;
-        let received = signal_received();
         print_summary(&report);
-        Ok(exit_for(&report, received))
+        Ok(exit_for(&report, received.get().copied()))
     })
 }
 
@@ -165,7 +78,7 @@ pub async fn run_batch(
         Err(error) => return Err(error.into()),
     };
     let settled = match &existing {
-        Some(store) => store.settled(&sha256, &config.defaults)?,
+        Some(store) => ingest::settled(store, &sha256, &config.defaults)?,
         None => None,
     };
     let (store, invalid) = match settled {
@@ -183,8 +96,13 @@ pub async fn run_batch(
                 Some(store) => store,
                 None => Store::open(&config.db)?,
             };
-            let report =
-                store.ingest(manifest, &config.defaults, config.replace_changed, now_ms())?;
+            let report = ingest::ingest(
+                &store,
+                manifest,
+                &config.defaults,
+                config.replace_changed,
+                now_ms(),
+            )?;
             for id in &report.changed_submitted {
                 tracing::warn!(job = %id, "row changed after the job was submitted; keeping the submitted version (use --replace-changed to render it again)");
             }
@@ -205,7 +123,8 @@ pub async fn run_batch(
     }
     let client = Client::new(config.client.clone())
         .map_err(|e| Fatal::new("cannot build the HTTP client").cause(e))?;
-    let outcome = scheduler::run(&store, client, config.settings.clone(), shutdown).await;
+    let service = Arc::new(dispatch::Live::new(client));
+    let outcome = dispatch::run(&store, service, config.settings.clone(), shutdown).await;
     let flushed = store.flush();
     let report =
         outcome.map_err(|e| Fatal::new("the run stopped on an internal error").cause(e))?;
@@ -213,15 +132,9 @@ pub async fn run_batch(
     Ok(report)
 }
 
-static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-fn signal_received() -> i32 {
-    SIGNAL.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-/// First SIGINT/SIGTERM: a graceful stop. Second: exit at once (every durable write is
-/// already flushed; the next run resumes from there).
-async fn watch_signals(shutdown: CancellationToken) {
+/// First SIGINT/SIGTERM: a graceful stop (`received` records which). Second: exit at once
+/// (every durable write is already flushed; the next run resumes from there).
+async fn watch_signals(shutdown: CancellationToken, received: Arc<OnceLock<Signal>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (
         signal(SignalKind::interrupt()),
@@ -229,20 +142,17 @@ async fn watch_signals(shutdown: CancellationToken) {
     ) else {
         return;
     };
-    let mut seen = 0;
     loop {
-        let code = tokio::select! {
-            _ = interrupt.recv() => 2,
-            _ = terminate.recv() => 15,
+        let signal = tokio::select! {
+            _ = interrupt.recv() => Signal::Interrupt,
+            _ = terminate.recv() => Signal::Terminate,
         };
-        seen += 1;
-        SIGNAL.store(code, std::sync::atomic::Ordering::SeqCst);
-        if seen == 1 {
+        if received.set(signal).is_ok() {
             tracing::warn!("stopping: finishing requests in flight (signal again to stop at once)");
             shutdown.cancel();
         } else {
             eprintln!("stopped at once; run the same command again to continue");
-            std::process::exit(128 + code);
+            std::process::exit(i32::from(Exit::from(signal).code()));
         }
     }
 }
@@ -264,16 +174,10 @@ fn strict_refusal(config: &RunConfig, manifest: &manifest::Manifest, invalid: us
     ))
 }
 
-/// The exit code for a finished or stopped run.
-pub fn exit_for(report: &RunReport, signal: i32) -> Exit {
+/// The exit code for a finished or stopped run; `signal` is the one that stopped it, if any.
+pub fn exit_for(report: &RunReport, signal: Option<Signal>) -> Exit {
     match &report.stop {
-        Some(StopReason::Interrupted { .. }) => {
-            if signal == 15 {
-                Exit::Terminated
-            } else {
-                Exit::Interrupted
-            }
-        }
+        Some(StopReason::Interrupted) => signal.map_or(Exit::Interrupted, Exit::from),
         Some(StopReason::OutOfCredits { .. }) => Exit::OutOfCredits,
         Some(StopReason::Deadline) => Exit::Deadline,
         Some(
@@ -327,7 +231,7 @@ pub fn print_summary(report: &RunReport) {
                 "error: cannot write the output {path}: {detail}\nhint: free space or fix permissions on the output folder, then run the same command again"
             );
         }
-        Some(StopReason::Interrupted { .. }) => {
+        Some(StopReason::Interrupted) => {
             eprintln!("stopped; run the same command again to continue");
         }
         Some(StopReason::Deadline) => {

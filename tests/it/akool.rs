@@ -84,7 +84,7 @@ pub(crate) fn create_request(video_url: &str, obj_ids: &[u32]) -> CreateTask {
             })
             .collect(),
         model_name: "akool-premium".to_owned(),
-        resolution: "720p".to_owned(),
+        resolution: headswap_batch::akool::Resolution::P720,
         template_id: None,
         keep_original_sound: true,
     }

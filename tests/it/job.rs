@@ -8,12 +8,12 @@ use JobState as S;
 
 fn spec() -> JobSpec {
     JobSpec {
-        video_url: "https://v/1.mp4".to_string(),
+        video_url: "https://v/1.mp4".into(),
         faces: vec![Face {
             obj_id: None,
             face_url: "https://f/1.jpg".to_string(),
         }],
-        resolution: "720p".to_string(),
+        resolution: headswap_batch::akool::Resolution::P720,
         model_name: "akool-premium".to_string(),
         keep_original_sound: true,
         template_id: None,
@@ -47,7 +47,7 @@ fn error() -> JobError {
 
 /// A job as it would look in `state`: the fields earlier stages would have filled.
 fn job_in(state: JobState) -> Job {
-    let mut job = Job::new("a".to_string(), 2, spec(), 1_000);
+    let mut job = Job::new("a".into(), 2, spec(), 1_000);
     job.state = state;
     let stage = |reached: &[JobState]| reached.contains(&state);
     if stage(&[
@@ -150,12 +150,18 @@ fn transitions() -> Vec<Transitions> {
         ),
         (
             "ambiguous",
-            Event::Ambiguous { hold: false },
+            Event::Ambiguous {
+                hold: false,
+                error: None,
+            },
             vec![(S::Submitting, S::Ready)],
         ),
         (
             "ambiguous",
-            Event::Ambiguous { hold: true },
+            Event::Ambiguous {
+                hold: true,
+                error: None,
+            },
             vec![(S::Submitting, S::Held)],
         ),
         (
@@ -347,7 +353,8 @@ fn stage_fields() {
 fn ambiguous_creates_are_flagged() {
     for (hold, state) in [(false, S::Ready), (true, S::Held)] {
         let mut job = job_in(S::Submitting);
-        job.apply(Event::Ambiguous { hold }, 5).unwrap();
+        job.apply(Event::Ambiguous { hold, error: None }, 5)
+            .unwrap();
         assert_eq!((job.state, job.possible_duplicate), (state, true));
     }
     // A held job retried keeps its flag.
@@ -438,7 +445,7 @@ fn retry_takes_the_cheapest_way_back() {
 fn replace_keeps_identity() {
     let mut job = job_in(S::Done);
     let mut new_spec = spec();
-    new_spec.resolution = "480p".to_string();
+    new_spec.resolution = headswap_batch::akool::Resolution::P480;
     job.apply(
         Event::Replace {
             spec: new_spec.clone(),

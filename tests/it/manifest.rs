@@ -358,12 +358,12 @@ fn excel_habits() {
     assert_eq!(
         a.row,
         Ok(RawJob {
-            video_url: "https://v/1.mp4?x=1&y=2".to_string(),
+            video_url: "https://v/1.mp4?x=1&y=2".into(),
             faces: vec![
                 face(Some(0), "https://f/1.jpg"),
                 face(Some(1), "https://f/0.jpg")
             ],
-            resolution: Some("480p".to_string()),
+            resolution: Some(headswap_batch::akool::Resolution::P480),
             model_name: None,
             keep_original_sound: Some(false),
             template_id: None,
@@ -449,7 +449,7 @@ fn to_spec_applies_defaults() {
          b,https://v/1.mp4,https://f/1.jpg,2,480p,false,m,t\n"
     ));
     let defaults = Defaults {
-        resolution: "720p".to_string(),
+        resolution: headswap_batch::akool::Resolution::P720,
         model_name: "akool-premium".to_string(),
     };
     let a = manifest.jobs[0].row.as_ref().unwrap().to_spec(&defaults);
@@ -590,7 +590,7 @@ proptest! {
             let mut ids = std::collections::HashSet::new();
             for job in &manifest.jobs {
                 prop_assert!(ids.insert(job.id.clone()), "duplicate id {}", job.id);
-                prop_assert!(manifest::check_id(&job.id).is_ok(), "bad id {}", job.id);
+                prop_assert!(manifest::check_id(job.id.as_str()).is_ok(), "bad id {}", job.id);
                 prop_assert!(job.line >= 2 && job.line <= lines, "line {} of {}", job.line, lines);
                 if let Err(reason) = &job.row {
                     prop_assert!(!reason.contains('\n'), "multi-line reason {reason:?}");
@@ -606,7 +606,7 @@ proptest! {
         let got: BTreeMap<String, RawJob> = manifest
             .jobs
             .iter()
-            .map(|job| (job.id.clone(), job.row.clone().unwrap_or_else(|reason| panic!("{} invalid: {reason}", job.id))))
+            .map(|job| (job.id.to_string(), job.row.clone().unwrap_or_else(|reason| panic!("{} invalid: {reason}", job.id))))
             .collect();
         prop_assert_eq!(got, plan.expected());
         prop_assert_eq!(manifest.extra_columns.clone(), plan.extra_columns.clone());
@@ -868,9 +868,9 @@ impl ManifestPlan {
                     derived_id(&job.video_url, &obj_id, &face.face_url)
                 });
                 let raw = RawJob {
-                    video_url: job.video_url.clone(),
+                    video_url: job.video_url.clone().into(),
                     faces: job.faces.clone(),
-                    resolution: job.resolution.clone(),
+                    resolution: job.resolution.as_deref().map(|r| r.parse().unwrap()),
                     model_name: job.model_name.clone(),
                     keep_original_sound: job.keep_original_sound,
                     template_id: job.template_id.clone(),

@@ -232,6 +232,7 @@ async fn sigterm_and_sigint_stop_gracefully_and_the_rerun_finishes() {
         let view: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
         assert_eq!(view["live"], true, "{view}");
         assert_eq!(view["jobs"], 6, "{view}");
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
         unsafe { libc::kill(child.id() as i32, signal) };
         let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
@@ -260,6 +261,7 @@ async fn a_stop_while_creates_are_throttled_leaves_them_ready_not_flagged() {
         stats.calls.create > stats.billed_creates
     })
     .await;
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
@@ -318,7 +320,7 @@ async fn retry_of_a_job_whose_video_analysis_was_lost_analyses_it_again_first() 
     {
         let store = Store::open(&batch.db()).unwrap();
         let parsed = headswap_batch::manifest::parse_file(&batch.manifest()).unwrap();
-        store.ingest(parsed, &Default::default(), false, 1).unwrap();
+        headswap_batch::ingest::ingest(&store, parsed, &Default::default(), false, 1).unwrap();
         let mut job = store.job("j").unwrap().unwrap();
         for event in [
             Event::AnalysisStarted {

@@ -297,7 +297,7 @@ async fn downloads_refuse_redirects_to_other_schemes_and_long_chains() {
     let http = client(&url, "k").http().clone();
     let out = tempfile::tempdir().unwrap();
     let fetch = |path: &str, job: &str| DownloadRequest {
-        job_id: job.to_string(),
+        job_id: job.into(),
         url: format!("{url}{path}"),
         out_dir: out.path().to_path_buf(),
         max_bytes: 1 << 20,

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use headswap_batch::akool::Mapping;
 use headswap_batch::exit::Fatal;
+use headswap_batch::ingest::{self, IngestReport};
 use headswap_batch::job::{AnalysisRecord, AnalysisState, Event, Job, JobError, JobState};
 use headswap_batch::manifest::{Defaults, Manifest, parse_bytes};
-use headswap_batch::store::{IngestReport, SCHEMA_VERSION, Store, StoreError};
+use headswap_batch::store::{SCHEMA_VERSION, Store, StoreError};
 
 use crate::support::{ChildProcess, HEADER, child_role, temp_dir};
 
@@ -21,9 +22,14 @@ fn manifest(body: &str) -> Manifest {
 }
 
 fn ingest(store: &Store, body: &str, replace_changed: bool) -> IngestReport {
-    store
-        .ingest(manifest(body), &Defaults::default(), replace_changed, 100)
-        .unwrap()
+    ingest::ingest(
+        store,
+        manifest(body),
+        &Defaults::default(),
+        replace_changed,
+        100,
+    )
+    .unwrap()
 }
 
 fn job(store: &Store, id: &str) -> Job {
@@ -121,7 +127,7 @@ fn ingest_adds_jobs_once() {
         BTreeMap::from([(JobState::Pending, 2), (JobState::Invalid, 1)])
     );
     assert_eq!(
-        store.manifest_sha256().unwrap(),
+        ingest::manifest_sha256(&store).unwrap(),
         Some(manifest(TWO_JOBS).sha256)
     );
 }
@@ -169,7 +175,7 @@ fn changed_rows_restart_unsubmitted_jobs_only() {
         report,
         IngestReport {
             updated: 2,
-            changed_submitted: vec!["a".to_string()],
+            changed_submitted: vec!["a".into()],
             ..IngestReport::default()
         }
     );
@@ -205,10 +211,16 @@ fn possibly_submitted_jobs_are_not_restarted_silently() {
     let mut events = to_rendering();
     events.truncate(3);
     let mut held = events.clone();
-    held.push(Event::Ambiguous { hold: true });
+    held.push(Event::Ambiguous {
+        hold: true,
+        error: None,
+    });
     advance(&store, "a", held);
     let mut flagged = events;
-    flagged.push(Event::Ambiguous { hold: false });
+    flagged.push(Event::Ambiguous {
+        hold: false,
+        error: None,
+    });
     advance(&store, "b", flagged);
     let edited = TWO_JOBS.replace(".jpg,", "-new.jpg,");
     let report = ingest(&store, &edited, false);
@@ -264,11 +276,11 @@ fn records_round_trip_and_reopen() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.path(), path);
     ingest(&store, TWO_JOBS, false);
-    let mut record = AnalysisRecord::new("https://v/1.mp4?a=1&b=%2F".to_string(), 5);
+    let mut record = AnalysisRecord::new("https://v/1.mp4?a=1&b=%2F".into(), 5);
     record.state = AnalysisState::Running;
     record.analysis_id = Some("an-1".to_string());
     store.put_analysis(&record).unwrap();
-    let other = AnalysisRecord::new("https://v/0.mp4".to_string(), 6);
+    let other = AnalysisRecord::new("https://v/0.mp4".into(), 6);
     store.put_analysis(&other).unwrap();
     store.flush().unwrap();
     let jobs = all_jobs(&store);
@@ -279,7 +291,7 @@ fn records_round_trip_and_reopen() {
     let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
     assert_eq!(ids, ["a", "b", "bad"], "in id order");
     assert_eq!(
-        store.analysis(&record.video_url).unwrap(),
+        store.analysis(record.video_url.as_str()).unwrap(),
         Some(record.clone())
     );
     assert_eq!(store.analysis("https://v/9.mp4").unwrap(), None);
@@ -309,9 +321,7 @@ fn a_hundred_thousand_rows_ingest() {
     let store = Store::open(&dir.path().join("db")).unwrap();
     let text = crate::manifest::big_manifest(100_000);
     let manifest = parse_bytes(Path::new("big.csv"), text.as_bytes()).unwrap();
-    let report = store
-        .ingest(manifest.clone(), &Defaults::default(), false, 1)
-        .unwrap();
+    let report = ingest::ingest(&store, manifest.clone(), &Defaults::default(), false, 1).unwrap();
     assert_eq!((report.added, report.invalid), (100_000, 0));
     assert_eq!(
         store.counts().unwrap(),
@@ -328,9 +338,7 @@ fn a_hundred_thousand_rows_ingest() {
         job.spec.extra,
         [("sku".to_string(), "sku-54321".to_string())]
     );
-    let report = store
-        .ingest(manifest, &Defaults::default(), false, 2)
-        .unwrap();
+    let report = ingest::ingest(&store, manifest, &Defaults::default(), false, 2).unwrap();
     assert_eq!(report.unchanged, 100_000);
 }
 

@@ -277,6 +277,8 @@ pub async fn wait(child: std::process::Child) -> Output {
                 .recv_timeout(std::time::Duration::from_secs(120))
                 .is_err();
             if timed_out {
+                // SAFETY: kill(2) on our own child's pid; the child has not been reaped,
+                // since its waiter is the thread that timed out waiting.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
             timed_out

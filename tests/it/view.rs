@@ -14,7 +14,7 @@ use crate::support::{ChildProcess, headswap, stderr, stdout, temp_dir};
 
 fn spec(video: &str, faces: &[(Option<u32>, &str)], extra: &[(&str, &str)]) -> JobSpec {
     JobSpec {
-        video_url: video.to_string(),
+        video_url: video.into(),
         faces: faces
             .iter()
             .map(|(obj_id, url)| Face {
@@ -22,7 +22,7 @@ fn spec(video: &str, faces: &[(Option<u32>, &str)], extra: &[(&str, &str)]) -> J
                 face_url: url.to_string(),
             })
             .collect(),
-        resolution: "720p".to_string(),
+        resolution: headswap_batch::akool::Resolution::P720,
         model_name: "akool-premium".to_string(),
         keep_original_sound: true,
         template_id: None,
@@ -43,7 +43,7 @@ fn mapped() -> Event {
 }
 
 fn job(id: &str, spec: JobSpec, events: Vec<Event>) -> Job {
-    let mut job = Job::new(id.to_string(), 2, spec, 10);
+    let mut job = Job::new(id.into(), 2, spec, 10);
     for event in events {
         job.apply(event, 20).unwrap();
     }
@@ -93,7 +93,10 @@ fn sample_jobs() -> Vec<Job> {
                 started(),
                 mapped(),
                 Event::SubmitIntent,
-                Event::Ambiguous { hold: false },
+                Event::Ambiguous {
+                    hold: false,
+                    error: None,
+                },
             ],
         ),
         job(

@@ -10,7 +10,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::akool::{Mapping, Subject};
+use crate::akool::{Mapping, Resolution, Subject};
+
+mod analysis;
+mod ids;
+mod subjects;
+
+pub use analysis::{AnalysisEvent, AnalysisRecord, AnalysisState, IllegalAnalysisTransition};
+pub use ids::{JobId, VideoUrl};
+pub use subjects::{Choice, MultiSubject, choose_mappings};
 
 /// The states of product.md, in pipeline order, then the other final states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -115,9 +123,9 @@ pub struct Face {
 /// a re-ingested row "changed".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
-    pub video_url: String,
+    pub video_url: VideoUrl,
     pub faces: Vec<Face>,
-    pub resolution: String,
+    pub resolution: Resolution,
     pub model_name: String,
     pub keep_original_sound: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,7 +176,7 @@ pub struct Timestamps {
 /// A job: everything needed to resume it after a crash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
-    pub id: String,
+    pub id: JobId,
     /// First manifest line (1-based, header is line 1) of the job's rows.
     pub line: u64,
     pub spec: JobSpec,
@@ -220,7 +228,8 @@ pub enum Event {
     /// `submitting → rendering`: the create answered with this task id.
     Created { task_id: String },
     /// `submitting → ready` (resubmit, flagged) or `→ held`: the create's fate is unknown.
-    Ambiguous { hold: bool },
+    /// `error` says why, when known (a lost answer; not a crash found at start).
+    Ambiguous { hold: bool, error: Option<JobError> },
     /// `submitting → ready`: the create was certainly not processed (refused before it ran:
     /// throttled, out of credits, authorization, the connection never opened).
     SubmitAborted,
@@ -232,6 +241,8 @@ pub enum Event {
     Expired { error: JobError },
     /// A transient failure that will be retried: counts an attempt, state unchanged.
     AttemptFailed { error: JobError },
+    /// `downloading`: the output link was refused; a fresh one is needed (counts an attempt).
+    LinkRefused { error: JobError },
     /// The remote record is gone (1014): go back to the start of that stage.
     RemoteLost { error: JobError },
     /// `rendering → failed`: the render ended in status 4 (a retry renders again).
@@ -259,6 +270,7 @@ impl Event {
             Event::Downloaded { .. } => "downloaded",
             Event::Expired { .. } => "expired",
             Event::AttemptFailed { .. } => "attempt_failed",
+            Event::LinkRefused { .. } => "link_refused",
             Event::RemoteLost { .. } => "remote_lost",
             Event::RenderFailed { .. } => "render_failed",
             Event::Failed { .. } => "failed",
@@ -290,9 +302,9 @@ impl JobSpec {
             .map(|face| serde_json::json!({"obj_id": face.obj_id, "face_url": face.face_url}))
             .collect();
         let canonical = serde_json::json!({
-            "video_url": self.video_url,
+            "video_url": self.video_url.as_str(),
             "faces": faces,
-            "resolution": self.resolution,
+            "resolution": self.resolution.as_str(),
             "model_name": self.model_name,
             "keep_original_sound": self.keep_original_sound,
             "template_id": self.template_id,
@@ -323,7 +335,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 impl Job {
     /// A new job in `pending`.
-    pub fn new(id: String, line: u64, spec: JobSpec, now_ms: u64) -> Job {
+    pub fn new(id: JobId, line: u64, spec: JobSpec, now_ms: u64) -> Job {
         let fingerprint = spec.fingerprint();
         Job {
             id,
@@ -350,7 +362,7 @@ impl Job {
     }
 
     /// A job for a manifest row that cannot run, born in `invalid` with its reason.
-    pub fn invalid(id: String, line: u64, spec: JobSpec, reason: String, now_ms: u64) -> Job {
+    pub fn invalid(id: JobId, line: u64, spec: JobSpec, reason: String, now_ms: u64) -> Job {
         let mut job = Job::new(id, line, spec, now_ms);
         job.state = JobState::Invalid;
         job.last_error = Some(JobError::new(None, reason));
@@ -361,7 +373,7 @@ impl Job {
     pub fn apply(&mut self, event: Event, now_ms: u64) -> Result<(), IllegalTransition> {
         use JobState as S;
         let illegal = |job: &Job, event: &Event| IllegalTransition {
-            id: job.id.clone(),
+            id: job.id.to_string(),
             state: job.state,
             event: event.name(),
         };
@@ -391,8 +403,11 @@ impl Job {
                 self.times.submitted_ms = Some(now_ms);
                 self.stage_done(S::Rendering);
             }
-            (S::Submitting, Event::Ambiguous { hold }) => {
+            (S::Submitting, Event::Ambiguous { hold, error }) => {
                 self.possible_duplicate = true;
+                if error.is_some() {
+                    self.last_error = error;
+                }
                 self.state = if hold { S::Held } else { S::Ready };
             }
             (S::Submitting, Event::SubmitAborted) => {
@@ -410,6 +425,11 @@ impl Job {
                 self.output = Some(output);
                 self.times.finished_ms = Some(now_ms);
                 self.stage_done(S::Done);
+            }
+            (S::Downloading, Event::LinkRefused { error }) => {
+                self.output_url = None;
+                self.attempts += 1;
+                self.last_error = Some(error);
             }
             (S::Downloading, Event::Expired { error }) => {
                 self.output_url = None;
@@ -506,50 +526,5 @@ impl Job {
         self.attempts = 0;
         self.times.finished_ms = None;
         self.state = state;
-    }
-}
-
-/// Where the analysis of one video stands. One record per distinct `video_url`, shared by
-/// every job on that video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AnalysisState {
-    /// Not yet requested.
-    Pending,
-    /// The intent to analyze is durable; the request may or may not have been sent.
-    Submitting,
-    /// The service accepted it; poll `analysis_id`.
-    Running,
-    Completed,
-    Failed,
-}
-
-/// The shared analysis of one source video.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AnalysisRecord {
-    /// The exact URL string, byte for byte as in the manifest (it is the key).
-    pub video_url: String,
-    pub state: AnalysisState,
-    pub analysis_id: Option<String>,
-    /// Detected subjects, once completed.
-    pub subjects: Vec<Subject>,
-    pub attempts: u32,
-    pub last_error: Option<JobError>,
-    pub submitted_ms: Option<u64>,
-    pub updated_ms: u64,
-}
-
-impl AnalysisRecord {
-    pub fn new(video_url: String, now_ms: u64) -> AnalysisRecord {
-        AnalysisRecord {
-            video_url,
-            state: AnalysisState::Pending,
-            analysis_id: None,
-            subjects: Vec::new(),
-            attempts: 0,
-            last_error: None,
-            submitted_ms: None,
-            updated_ms: now_ms,
-        }
     }
 }

@@ -1,0 +1,37 @@
+//! The entry point's dispatch: a parsed command line becomes a checked configuration
+//! (`config`), which goes to the module that carries the command out. Fatal errors are
+//! printed here; `main` only exits with the code.
+
+use crate::cli::{Cli, Command};
+use crate::config;
+use crate::exit::{Exit, Fatal};
+
+/// Carry out a parsed command.
+pub fn execute(cli: Cli) -> Exit {
+    match dispatch(cli) {
+        Ok(exit) => exit,
+        Err(fatal) => {
+            eprintln!("{fatal}");
+            Exit::Fatal
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<Exit, Fatal> {
+    match cli.command {
+        Command::Check(args) => crate::check::run(&args.manifest, args.json),
+        Command::Status(args) => crate::view::status(&cli.db, args.json),
+        Command::Export(args) => crate::view::export(&cli.db, args.out.as_deref()),
+        Command::Simulate(args) => crate::simulator::run_cli(args.listen, args.knobs),
+        Command::Run(args) => {
+            let interactive = !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let config = crate::run::RunConfig::from_args(&args, cli.db, interactive)?;
+            crate::run::command(&config)
+        }
+        Command::Demo(args) => crate::demo::command(&args.out, args.manifest.as_deref()),
+        Command::Retry(args) => {
+            let request = config::retry_request(&args)?;
+            crate::retry::command(&cli.db, &request)
+        }
+    }
+}

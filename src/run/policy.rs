@@ -1,0 +1,516 @@
+//! The failure policy: one pure function decides, for any stage and any failure, what happens
+//! next — go back in line, retry after a pause, restart the stage, fail the job, or stop the
+//! run. No I/O, no clock: the caller passes what it knows (attempts so far, how long the stage
+//! has been failing, a random draw for the jitter), so every rule is unit-tested as a table.
+//!
+//! The loop applies the decision (it owns the jobs, the queues and the stop); this module never
+//! touches them.
+
+use std::time::Duration;
+
+use crate::akool::ApiError;
+use crate::job::JobError;
+use crate::run::download::DownloadError;
+
+/// What to do with a job whose create may have been sent but whose answer was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnAmbiguous {
+    /// Create again and flag the job `possible_duplicate`.
+    Resubmit,
+    /// Park the job in `held` for a person.
+    Hold,
+}
+
+/// How transient failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per stage on transient failures before the job fails.
+    pub max_attempts: u32,
+    /// First retry delay (doubles each attempt, full jitter).
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_cap: Duration,
+}
+
+impl RetryPolicy {
+    /// Full-jitter exponential backoff before retry number `attempt` (1-based); `draw` is a
+    /// uniform random number in [0, 1).
+    pub fn backoff(&self, attempt: u32, draw: f64) -> Duration {
+        let ceiling = self
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.backoff_cap);
+        ceiling.mul_f64(draw.clamp(0.0, 1.0))
+    }
+}
+
+/// The stage a failed request belonged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Submitting a video's analysis (free of charge).
+    Analyze,
+    /// Polling an analysis.
+    AnalysisPoll,
+    /// Creating a render (spends credits).
+    Create,
+    /// Polling a render.
+    RenderPoll,
+    /// Asking a finished render for a fresh output link.
+    LinkRefresh,
+}
+
+impl Stage {
+    /// Starts work at the service (as opposed to asking about it).
+    pub fn is_submission(self) -> bool {
+        matches!(self, Stage::Analyze | Stage::Create)
+    }
+}
+
+/// What the loop knows about a failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    pub stage: Stage,
+    pub error: &'a ApiError,
+    /// Attempts the stage had used before this failure.
+    pub attempts: u32,
+    /// How long the stage has been failing (since its first failure in a row).
+    pub failing_for: Duration,
+    /// Submitting is over for this run (out of credits, a signal, the deadline).
+    pub no_new_work: bool,
+    /// What to do with a create whose answer was lost.
+    pub on_ambiguous: OnAmbiguous,
+    /// A uniform random number in [0, 1) for the backoff's jitter.
+    pub draw: f64,
+}
+
+/// What happens next to the call that failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Throttled: the same call goes back in line; nothing is counted.
+    Requeue,
+    /// Try again after a pause. `counted`: the failure counts as an attempt of the stage.
+    Retry { after: Duration, counted: bool },
+    /// The remote record is gone (1014): start the stage again.
+    Restart,
+    /// The create may have been processed without an answer: the job is flagged
+    /// `possible_duplicate` and held for a person (`hold`), or created again after `after`,
+    /// or — when it has kept failing too long — failed with `give_up`.
+    Ambiguous {
+        hold: bool,
+        after: Duration,
+        give_up: Option<JobError>,
+    },
+    /// The stage fails. `permanent`: the service judged the request itself (retrying the
+    /// same request cannot help); otherwise it kept failing transiently for too long.
+    Fail { error: JobError, permanent: bool },
+    /// The request was not carried out and will not be this run: the stage goes back to
+    /// waiting. Comes with a [`RunStop`] or during one.
+    Abandon,
+}
+
+/// A failure that is about the run, not the job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStop {
+    /// 1104: no new work; what is at the service is finished.
+    OutOfCredits { message: String },
+    /// 1101/1102/1200: stop everything.
+    Unauthorized { code: i64, message: String },
+}
+
+/// Decide what an API failure means for its call, and whether it stops the run.
+pub fn decide(policy: &RetryPolicy, failure: Failure<'_>) -> (Decision, Option<RunStop>) {
+    let attempt = failure.attempts + 1;
+    let retry = || {
+        if attempt >= policy.max_attempts {
+            Decision::Fail {
+                error: exhausted(failure.error, attempt, failure.failing_for),
+                permanent: false,
+            }
+        } else {
+            Decision::Retry {
+                after: policy.backoff(attempt, failure.draw),
+                counted: true,
+            }
+        }
+    };
+    let decision = match failure.error {
+        ApiError::Throttled { .. } if failure.no_new_work && failure.stage.is_submission() => {
+            Decision::Abandon
+        }
+        ApiError::Throttled { .. } => Decision::Requeue,
+        ApiError::Transient {
+            outcome_unknown: true,
+            ..
+        } if failure.stage == Stage::Create => {
+            let hold = failure.on_ambiguous == OnAmbiguous::Hold;
+            let give_up = (!hold && attempt >= policy.max_attempts).then(|| {
+                JobError::new(
+                    None,
+                    format!(
+                        "failed after {attempt} attempts: {}",
+                        ambiguous_text(failure.error)
+                    ),
+                )
+            });
+            Decision::Ambiguous {
+                hold,
+                after: Duration::ZERO,
+                give_up,
+            }
+        }
+        ApiError::Transient { .. } => retry(),
+        ApiError::NotFound { .. } if !failure.stage.is_submission() => Decision::Restart,
+        ApiError::NotFound { .. } | ApiError::Rejected { .. } if failure.stage.is_submission() => {
+            Decision::Fail {
+                error: attempt_error(failure.error),
+                permanent: true,
+            }
+        }
+        // A poll the service refused: not the job's fault as far as we can tell; retried
+        // like a transient failure, within the attempts.
+        ApiError::NotFound { .. } | ApiError::Rejected { .. } => retry(),
+        ApiError::OutOfCredits { message } => {
+            let stop = Some(RunStop::OutOfCredits {
+                message: message.clone(),
+            });
+            if failure.stage.is_submission() {
+                return (Decision::Abandon, stop);
+            }
+            // A poll answered 1104: keep the record, poll again later, uncounted.
+            let after = policy.backoff(1, failure.draw);
+            return (
+                Decision::Retry {
+                    after,
+                    counted: false,
+                },
+                stop,
+            );
+        }
+        ApiError::Unauthorized { code, message } => {
+            let stop = RunStop::Unauthorized {
+                code: *code,
+                message: message.clone(),
+            };
+            return (Decision::Abandon, Some(stop));
+        }
+    };
+    (decision, None)
+}
+
+/// What to do after a download failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DownloadDecision {
+    /// Ask task detail for a fresh link (the old one was refused).
+    Refresh,
+    /// Try the download again after a pause (the part file is kept).
+    Retry { after: Duration },
+    /// The link kept expiring: the job ends `expired`.
+    Expire(JobError),
+    /// The job fails: the answer can never become a video (`permanent`), or the transfer kept
+    /// breaking.
+    Fail { error: JobError, permanent: bool },
+    /// The local disk refused: stop the run, the job stays resumable.
+    StopRun,
+}
+
+/// Decide what a download failure means. `attempts` are the download stage's attempts before
+/// this failure.
+pub fn decide_download(
+    policy: &RetryPolicy,
+    error: &DownloadError,
+    attempts: u32,
+    draw: f64,
+) -> DownloadDecision {
+    let attempt = attempts + 1;
+    match error {
+        DownloadError::LinkExpired { .. } if attempt >= policy.max_attempts => {
+            DownloadDecision::Expire(JobError::new(
+                None,
+                format!("output link kept expiring after {attempt} fresh links"),
+            ))
+        }
+        DownloadError::LinkExpired { .. } => DownloadDecision::Refresh,
+        DownloadError::Transient { detail } if attempt >= policy.max_attempts => {
+            DownloadDecision::Fail {
+                error: JobError::new(
+                    None,
+                    format!("download failed after {attempt} attempts: {detail}"),
+                ),
+                permanent: false,
+            }
+        }
+        DownloadError::Transient { .. } => DownloadDecision::Retry {
+            after: policy.backoff(attempt, draw),
+        },
+        DownloadError::Refused { detail } => DownloadDecision::Fail {
+            error: JobError::new(None, detail),
+            permanent: true,
+        },
+        DownloadError::Local { .. } => DownloadDecision::StopRun,
+    }
+}
+
+/// The error a failed attempt leaves on its job.
+pub fn attempt_error(error: &ApiError) -> JobError {
+    JobError::new(error.code(), error.to_string())
+}
+
+/// The error of a create whose answer was lost.
+pub fn ambiguous_text(error: &ApiError) -> String {
+    match error {
+        ApiError::Transient { detail, .. } => format!("create answer lost: {detail}"),
+        other => format!("create answer lost: {other}"),
+    }
+}
+
+/// The error of a stage that used up its attempts: "failed after N attempts over T: ...".
+fn exhausted(error: &ApiError, attempts: u32, failing_for: Duration) -> JobError {
+    let over = Duration::from_secs(failing_for.as_secs());
+    JobError::new(
+        error.code(),
+        format!(
+            "failed after {attempts} attempts over {}: {error}",
+            humantime::format_duration(over)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        backoff_base: Duration::from_secs(1),
+        backoff_cap: Duration::from_secs(60),
+    };
+
+    fn failure(stage: Stage, error: &ApiError, attempts: u32) -> Failure<'_> {
+        Failure {
+            stage,
+            error,
+            attempts,
+            failing_for: Duration::from_secs(42),
+            no_new_work: false,
+            on_ambiguous: OnAmbiguous::Resubmit,
+            draw: 0.5,
+        }
+    }
+
+    fn transient(outcome_unknown: bool) -> ApiError {
+        ApiError::Transient {
+            detail: "reset".into(),
+            outcome_unknown,
+        }
+    }
+
+    const ALL_STAGES: [Stage; 5] = [
+        Stage::Analyze,
+        Stage::AnalysisPoll,
+        Stage::Create,
+        Stage::RenderPoll,
+        Stage::LinkRefresh,
+    ];
+
+    #[test]
+    fn throttling_never_counts_and_requeues_unless_submitting_is_over() {
+        let error = ApiError::Throttled { retry_after: None };
+        for stage in ALL_STAGES {
+            assert_eq!(
+                decide(&POLICY, failure(stage, &error, 99)).0,
+                Decision::Requeue
+            );
+            let stopping = Failure {
+                no_new_work: true,
+                ..failure(stage, &error, 0)
+            };
+            let expected = if stage.is_submission() {
+                Decision::Abandon
+            } else {
+                Decision::Requeue
+            };
+            assert_eq!(decide(&POLICY, stopping).0, expected, "{stage:?}");
+        }
+    }
+
+    #[test]
+    fn transient_failures_back_off_then_fail_with_attempts_and_time() {
+        let error = transient(false);
+        for stage in ALL_STAGES {
+            let (decision, stop) = decide(&POLICY, failure(stage, &error, 0));
+            assert_eq!(
+                decision,
+                Decision::Retry {
+                    after: Duration::from_secs(1),
+                    counted: true
+                },
+                "{stage:?}: half of base × 2"
+            );
+            assert!(stop.is_none());
+            let (decision, _) = decide(&POLICY, failure(stage, &error, 2));
+            assert_eq!(
+                decision,
+                Decision::Fail {
+                    error: JobError::new(
+                        None,
+                        "failed after 3 attempts over 42s: transient API failure: reset"
+                    ),
+                    permanent: false
+                },
+                "{stage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lost_create_answer_is_ambiguous_but_a_lost_poll_answer_is_not() {
+        let error = transient(true);
+        assert_eq!(
+            decide(&POLICY, failure(Stage::Create, &error, 0)).0,
+            Decision::Ambiguous {
+                hold: false,
+                after: Duration::ZERO,
+                give_up: None
+            }
+        );
+        assert!(matches!(
+            decide(&POLICY, failure(Stage::RenderPoll, &error, 0)).0,
+            Decision::Retry { counted: true, .. }
+        ));
+        assert!(matches!(
+            decide(&POLICY, failure(Stage::Create, &error, 2)).0,
+            Decision::Ambiguous {
+                hold: false,
+                give_up: Some(_),
+                ..
+            }
+        ));
+        let held = Failure {
+            on_ambiguous: OnAmbiguous::Hold,
+            ..failure(Stage::Create, &error, 2)
+        };
+        assert!(
+            matches!(
+                decide(&POLICY, held).0,
+                Decision::Ambiguous {
+                    hold: true,
+                    give_up: None,
+                    ..
+                }
+            ),
+            "a held job is never failed: a person decides"
+        );
+    }
+
+    #[test]
+    fn not_found_restarts_a_polled_stage_and_fails_a_submission() {
+        let error = ApiError::NotFound {
+            message: "gone".into(),
+        };
+        for stage in [Stage::AnalysisPoll, Stage::RenderPoll, Stage::LinkRefresh] {
+            assert_eq!(
+                decide(&POLICY, failure(stage, &error, 0)).0,
+                Decision::Restart
+            );
+        }
+        for stage in [Stage::Analyze, Stage::Create] {
+            assert!(matches!(
+                decide(&POLICY, failure(stage, &error, 0)).0,
+                Decision::Fail {
+                    error: JobError {
+                        code: Some(1014),
+                        ..
+                    },
+                    permanent: true
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_rejected_submission_fails_at_once_a_rejected_poll_is_retried() {
+        let error = ApiError::Rejected {
+            code: 1003,
+            message: "bad".into(),
+        };
+        assert!(matches!(
+            decide(&POLICY, failure(Stage::Create, &error, 0)).0,
+            Decision::Fail {
+                error: JobError {
+                    code: Some(1003),
+                    ..
+                },
+                permanent: true
+            }
+        ));
+        assert!(matches!(
+            decide(&POLICY, failure(Stage::RenderPoll, &error, 0)).0,
+            Decision::Retry { counted: true, .. }
+        ));
+    }
+
+    #[test]
+    fn credits_and_authorization_stop_the_run() {
+        let credits = ApiError::OutOfCredits {
+            message: "short".into(),
+        };
+        let (decision, stop) = decide(&POLICY, failure(Stage::Create, &credits, 0));
+        assert_eq!(decision, Decision::Abandon);
+        assert!(matches!(stop, Some(RunStop::OutOfCredits { .. })));
+        let (decision, stop) = decide(&POLICY, failure(Stage::RenderPoll, &credits, 7));
+        assert!(matches!(decision, Decision::Retry { counted: false, .. }));
+        assert!(stop.is_some());
+        let auth = ApiError::Unauthorized {
+            code: 1101,
+            message: "no".into(),
+        };
+        for stage in ALL_STAGES {
+            let (decision, stop) = decide(&POLICY, failure(stage, &auth, 0));
+            assert_eq!(decision, Decision::Abandon);
+            assert!(matches!(
+                stop,
+                Some(RunStop::Unauthorized { code: 1101, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn downloads_refresh_expired_links_retry_interruptions_and_stop_on_the_disk() {
+        let expired = DownloadError::LinkExpired { status: 403 };
+        assert_eq!(
+            decide_download(&POLICY, &expired, 0, 0.5),
+            DownloadDecision::Refresh
+        );
+        assert!(matches!(
+            decide_download(&POLICY, &expired, 2, 0.5),
+            DownloadDecision::Expire(_)
+        ));
+        let cut = DownloadError::Transient {
+            detail: "cut".into(),
+        };
+        assert_eq!(
+            decide_download(&POLICY, &cut, 0, 0.5),
+            DownloadDecision::Retry {
+                after: Duration::from_secs(1)
+            }
+        );
+        let local = DownloadError::Local {
+            path: "x".into(),
+            detail: "read-only".into(),
+        };
+        assert_eq!(
+            decide_download(&POLICY, &local, 0, 0.5),
+            DownloadDecision::StopRun
+        );
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_cap() {
+        assert_eq!(POLICY.backoff(1, 0.0), Duration::ZERO);
+        assert_eq!(POLICY.backoff(3, 0.5), Duration::from_secs(4));
+        assert_eq!(
+            POLICY.backoff(30, 0.999_999),
+            Duration::from_secs(60).mul_f64(0.999_999)
+        );
+    }
+}
