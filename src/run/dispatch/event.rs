@@ -13,6 +13,8 @@ use crate::run::download::{DownloadError, DownloadRequest};
 pub enum Event {
     /// A worker finished a request (an API call or a download).
     Finished(Outcome),
+    /// A worker was abandoned (aborted at a hard stop); its job resumes next run.
+    Abandoned,
     /// A poll or a backoff is due.
     TimerDue,
     /// The rate limiter admits the next API call.

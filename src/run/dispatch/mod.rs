@@ -319,8 +319,8 @@ impl<'a> Dispatcher<'a> {
                         Some(Err(error)) if error.is_panic() => {
                             std::panic::resume_unwind(error.into_panic())
                         }
-                        // An aborted worker: its job resumes next run.
-                        _ => continue,
+                        Some(Err(_)) => return Event::Abandoned,
+                        None => continue,
                     }
                 }
                 _ = self.run.shutdown.cancelled(), if shutdown_pending => return Event::Shutdown,
@@ -373,7 +373,7 @@ impl<'a> Dispatcher<'a> {
                 }
             }
             Event::TimerDue => self.fire_timers(),
-            Event::GateOpen => {}
+            Event::GateOpen | Event::Abandoned => {}
             Event::Shutdown => {
                 self.run.shutdown_seen = true;
                 self.stop(StopReason::Interrupted, true);
