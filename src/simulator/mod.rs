@@ -12,9 +12,12 @@
 //! Layout: `state` holds the records and counters, `api` the five API endpoints and the gate
 //! in front of them (faults, auth, throttling), `files` the file host.
 
+mod analyses;
 mod api;
 mod files;
+mod gate;
 mod state;
+mod tasks;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -19,10 +19,13 @@ use crate::manifest::Defaults;
 use crate::run::policy::{OnAmbiguous, RetryPolicy};
 use crate::run::poll::PollPolicy;
 
+/// A request waiting for the test to answer it.
+type Waiting = (Request, oneshot::Sender<Answer>);
+
 /// Holds each request with the sender that answers it.
 #[derive(Clone, Default)]
 struct Scripted {
-    pending: Arc<Mutex<VecDeque<(Request, oneshot::Sender<Answer>)>>>,
+    pending: Arc<Mutex<VecDeque<Waiting>>>,
 }
 
 impl Service for Scripted {
@@ -45,7 +48,7 @@ impl Scripted {
     }
 
     /// The oldest unanswered request.
-    fn take(&self) -> (Request, oneshot::Sender<Answer>) {
+    fn take(&self) -> Waiting {
         self.pending
             .lock()
             .unwrap()
