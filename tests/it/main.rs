@@ -1,6 +1,7 @@
 //! The integration suite: one binary, one module per area.
 
 mod akool;
+mod architecture;
 mod cli_check;
 mod crash;
 mod crash_points;
