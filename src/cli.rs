@@ -142,9 +142,15 @@ pub struct LimitArgs {
     /// Parallel downloads.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = "Limits")]
     pub downloads: u32,
-    /// Attempts per stage before a job fails on transient errors.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
-    pub max_attempts: u32,
+    /// How long a job may keep meeting transient failures (5xx, 2001, resets, timeouts,
+    /// unusable links) before it is failed. Throttling and outages of the whole service do not
+    /// count.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2h", help_heading = "Retries")]
+    pub give_up_after: Duration,
+    /// Also fail a stage after this many transient failures in a row (by default only
+    /// --give-up-after counts).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Retries")]
+    pub max_attempts: Option<u32>,
     /// Largest output file accepted.
     #[arg(long, default_value_t = 4 << 30, help_heading = "Limits")]
     pub max_download_bytes: u64,
@@ -167,10 +173,10 @@ pub struct PollingArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "90s", help_heading = "Polling")]
     pub render_guess: Duration,
     /// First retry delay after a transient failure (doubles each attempt, full jitter).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s", help_heading = "Polling")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s", help_heading = "Retries")]
     pub backoff_base: Duration,
     /// Longest retry delay.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", help_heading = "Polling")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", help_heading = "Retries")]
     pub backoff_cap: Duration,
 }
 

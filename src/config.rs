@@ -33,6 +33,7 @@ impl RunConfig {
             rate: limits.rate,
             burst: limits.burst,
             retry: RetryPolicy {
+                give_up_after: limits.give_up_after,
                 max_attempts: limits.max_attempts,
                 backoff_base: args.polling.backoff_base,
                 backoff_cap: args.polling.backoff_cap,

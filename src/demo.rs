@@ -105,7 +105,8 @@ pub fn simulator_run_config(
             rate: 20.0,
             burst: 5,
             retry: RetryPolicy {
-                max_attempts: 8,
+                give_up_after: Duration::from_secs(2 * 3600),
+                max_attempts: None,
                 backoff_base: Duration::from_millis(100),
                 backoff_cap: Duration::from_secs(2),
             },

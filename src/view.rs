@@ -54,6 +54,31 @@ pub struct Snapshot {
     pub written_ms: u64,
     /// The process that wrote the snapshot file (set by the running process).
     pub pid: Option<u32>,
+    /// The API is failing most calls: the run waits and probes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_unavailable: Option<ServiceOutage>,
+}
+
+/// An outage of the API as the running process sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOutage {
+    /// When it began (ms since the Unix epoch).
+    pub since_ms: u64,
+    /// The pause between two probes, in seconds.
+    pub probing_every_s: u64,
+}
+
+impl ServiceOutage {
+    /// "service unavailable since 14:05 UTC, probing every 8s".
+    pub fn describe(&self) -> String {
+        let minutes = (self.since_ms / 60_000) % (24 * 60);
+        format!(
+            "service unavailable since {:02}:{:02} UTC, probing every {}s",
+            minutes / 60,
+            minutes % 60,
+            self.probing_every_s
+        )
+    }
 }
 
 /// A job at the service.
@@ -95,6 +120,7 @@ impl Snapshot {
             live: false,
             written_ms: now_ms,
             pid: None,
+            service_unavailable: None,
         };
         for job in jobs {
             let job = job.borrow();
@@ -419,6 +445,9 @@ fn write_status_text(
         }
     } else {
         writeln!(out, "{}", db.display())?;
+    }
+    if let Some(outage) = &snapshot.service_unavailable {
+        writeln!(out, "{}", outage.describe())?;
     }
     writeln!(out, "{} jobs", snapshot.jobs)?;
     for (state, count) in &snapshot.states {

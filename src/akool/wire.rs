@@ -60,8 +60,10 @@ pub(crate) fn classify(exchange: Exchange) -> Result<Success, ApiError> {
     }
     let body = body.map_err(transport_error)?;
     let Some(envelope) = parse_envelope(&body) else {
-        // The request reached something, and what came back is not an answer from the API:
-        // the request may or may not have been processed.
+        // The request reached something, and what came back is not an answer from the API.
+        // Whether it may have been processed depends on who answered: a 503 says the service
+        // refused it (overloaded, down for maintenance) before doing anything; a gateway's
+        // 502/504, a 500 or any other page may come after the API acted on it.
         let what = if (500..600).contains(&status) {
             "server error page"
         } else {
@@ -69,7 +71,7 @@ pub(crate) fn classify(exchange: Exchange) -> Result<Success, ApiError> {
         };
         return Err(ApiError::Transient {
             detail: format!("HTTP {status}: {what}: {}", excerpt(&body)),
-            outcome_unknown: true,
+            outcome_unknown: status != 503,
         });
     };
     let message = envelope.msg.clone().unwrap_or_default();
@@ -482,6 +484,20 @@ mod tests {
                 retry_after: Some(Duration::from_secs(3))
             })
         );
+    }
+
+    #[test]
+    fn a_503_page_was_refused_before_processing_other_error_pages_may_not_have_been() {
+        for (status, unknown) in [(503, false), (502, true), (504, true), (500, true)] {
+            let page = format!("<html><title>{status}</title></html>");
+            let Err(ApiError::Transient {
+                outcome_unknown, ..
+            }) = classify(answered(status, &page))
+            else {
+                panic!("expected a transient error for {status}");
+            };
+            assert_eq!(outcome_unknown, unknown, "HTTP {status}");
+        }
     }
 
     #[test]

@@ -169,6 +169,9 @@ pub struct Timestamps {
     pub submitted_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rendered_ms: Option<u64>,
+    /// When the current output link was handed out (links expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
 }
@@ -211,6 +214,10 @@ pub struct Job {
     /// The render ended in status 4 (as opposed to the service being unreachable about it).
     #[serde(default, skip_serializing_if = "is_false")]
     pub render_failed: bool,
+    /// Creates that may have been billed for this job: every create answered with a task id,
+    /// and every create whose answer was lost.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub creates: u32,
     pub times: Timestamps,
 }
 
@@ -353,6 +360,7 @@ impl Job {
             last_error: None,
             possible_duplicate: false,
             render_failed: false,
+            creates: 0,
             times: Timestamps {
                 created_ms: now_ms,
                 updated_ms: now_ms,
@@ -400,11 +408,13 @@ impl Job {
             }
             (S::Submitting, Event::Created { task_id }) => {
                 self.task_id = Some(task_id);
+                self.creates += 1;
                 self.times.submitted_ms = Some(now_ms);
                 self.stage_done(S::Rendering);
             }
             (S::Submitting, Event::Ambiguous { hold, error }) => {
                 self.possible_duplicate = true;
+                self.creates += 1;
                 if error.is_some() {
                     self.last_error = error;
                 }
@@ -415,11 +425,13 @@ impl Job {
             }
             (S::Rendering, Event::Rendered { output_url }) => {
                 self.output_url = output_url;
+                self.times.link_ms = Some(now_ms);
                 self.times.rendered_ms = Some(now_ms);
                 self.stage_done(S::Downloading);
             }
             (S::Downloading, Event::Rendered { output_url }) => {
                 self.output_url = output_url;
+                self.times.link_ms = Some(now_ms);
             }
             (S::Downloading, Event::Downloaded { output }) => {
                 self.output = Some(output);

@@ -40,9 +40,14 @@ pub enum DownloadError {
     /// 403/404/410: the signed URL expired or was revoked; ask task detail for a fresh one.
     #[error("output link expired or refused (HTTP {status})")]
     LinkExpired { status: u16 },
-    /// Network trouble, a truncated body, a 5xx: try again (the part file is kept).
+    /// Network trouble, a truncated body, a 5xx, before any byte of this attempt arrived: try
+    /// again after a pause (the part file is kept).
     #[error("download interrupted: {detail}")]
     Transient { detail: String },
+    /// The transfer made progress, then broke: resume from the part file at once. Not a
+    /// failure of the job: every such attempt leaves more of the file on disk.
+    #[error("download cut short: {detail}")]
+    Cut { detail: String },
     /// The local disk refused (read-only folder, disk full, ...): the job cannot progress until
     /// a person fixes it.
     #[error("cannot write {path}: {detail}")]
@@ -227,10 +232,18 @@ pub async fn download(
         tokio::fs::remove_file(&part).await.ok();
     }
     let written = written?;
-    network?;
+    // Bytes kept in the part file for the next attempt (not when it was removed above).
+    let progressed = written.bytes > offset && received <= total;
+    network.map_err(|error| match error {
+        DownloadError::Transient { detail } if progressed => DownloadError::Cut { detail },
+        other => other,
+    })?;
     if written.bytes != total {
-        return Err(DownloadError::Transient {
-            detail: format!("connection closed after {} of {total} bytes", written.bytes),
+        let detail = format!("connection closed after {} of {total} bytes", written.bytes);
+        return Err(if progressed {
+            DownloadError::Cut { detail }
+        } else {
+            DownloadError::Transient { detail }
         });
     }
     tokio::fs::rename(&part, &final_path)

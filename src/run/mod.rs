@@ -6,6 +6,7 @@
 //! `progress` shows the run on a terminal or in a log; `settings` is the dispatcher's
 //! checked configuration.
 
+pub mod breaker;
 pub mod dispatch;
 pub mod download;
 pub mod pace;

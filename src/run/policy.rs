@@ -1,7 +1,13 @@
 //! The failure policy: one pure function decides, for any stage and any failure, what happens
-//! next — go back in line, retry after a pause, restart the stage, fail the job, or stop the
-//! run. No I/O, no clock: the caller passes what it knows (attempts so far, how long the stage
-//! has been failing, a random draw for the jitter), so every rule is unit-tested as a table.
+//! next — go back in line, wait for the service, retry after a pause, restart the stage, fail
+//! the job, or stop the run. No I/O, no clock: the caller passes what it knows (attempts so
+//! far, how long the stage has been failing, whether the service as a whole is down, a random
+//! draw for the jitter), so every rule is unit-tested as a table.
+//!
+//! Transient failures are retried **by time, not by count**: a stage fails only once it has
+//! kept failing for `--give-up-after` (2 h by default: a flaky hour overnight must not cost a
+//! job), with full-jitter backoff capped at about a minute. `--max-attempts`, when given, is a
+//! second guard. Throttling and an outage of the whole service cost nothing.
 //!
 //! The loop applies the decision (it owns the jobs, the queues and the stop); this module never
 //! touches them.
@@ -24,8 +30,10 @@ pub enum OnAmbiguous {
 /// How transient failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    /// Attempts per stage on transient failures before the job fails.
-    pub max_attempts: u32,
+    /// A stage fails once it has kept failing this long.
+    pub give_up_after: Duration,
+    /// A stage also fails after this many attempts in a row, when given.
+    pub max_attempts: Option<u32>,
     /// First retry delay (doubles each attempt, full jitter).
     pub backoff_base: Duration,
     /// Longest retry delay.
@@ -41,6 +49,11 @@ impl RetryPolicy {
             .saturating_mul(1u32 << attempt.min(20))
             .min(self.backoff_cap);
         ceiling.mul_f64(draw.clamp(0.0, 1.0))
+    }
+
+    /// Whether a stage that has failed `attempt` times in a row over `failing_for` gives up.
+    pub fn exhausted(&self, attempt: u32, failing_for: Duration) -> bool {
+        failing_for >= self.give_up_after || self.max_attempts.is_some_and(|max| attempt >= max)
     }
 }
 
@@ -73,8 +86,11 @@ pub struct Failure<'a> {
     pub error: &'a ApiError,
     /// Attempts the stage had used before this failure.
     pub attempts: u32,
-    /// How long the stage has been failing (since its first failure in a row).
+    /// How long the stage has been failing (since its first failure in a row, not counting
+    /// time the service was down).
     pub failing_for: Duration,
+    /// The whole service is failing (the circuit breaker is open): an outage, not the job.
+    pub service_down: bool,
     /// Submitting is over for this run (out of credits, a signal, the deadline).
     pub no_new_work: bool,
     /// What to do with a create whose answer was lost.
@@ -88,6 +104,8 @@ pub struct Failure<'a> {
 pub enum Decision {
     /// Throttled: the same call goes back in line; nothing is counted.
     Requeue,
+    /// The service is down: the call waits for it to come back; nothing is counted.
+    Wait,
     /// Try again after a pause. `counted`: the failure counts as an attempt of the stage.
     Retry { after: Duration, counted: bool },
     /// The remote record is gone (1014): start the stage again.
@@ -120,15 +138,17 @@ pub enum RunStop {
 /// Decide what an API failure means for its call, and whether it stops the run.
 pub fn decide(policy: &RetryPolicy, failure: Failure<'_>) -> (Decision, Option<RunStop>) {
     let attempt = failure.attempts + 1;
+    let exhausted = policy.exhausted(attempt, failure.failing_for);
+    let backoff = policy.backoff(attempt, failure.draw);
     let retry = || {
-        if attempt >= policy.max_attempts {
+        if exhausted {
             Decision::Fail {
-                error: exhausted(failure.error, attempt, failure.failing_for),
+                error: gave_up(failure.error, attempt, failure.failing_for),
                 permanent: false,
             }
         } else {
             Decision::Retry {
-                after: policy.backoff(attempt, failure.draw),
+                after: backoff,
                 counted: true,
             }
         }
@@ -138,26 +158,21 @@ pub fn decide(policy: &RetryPolicy, failure: Failure<'_>) -> (Decision, Option<R
             Decision::Abandon
         }
         ApiError::Throttled { .. } => Decision::Requeue,
+        // A create whose answer was lost may have been billed: flagged even in an outage.
         ApiError::Transient {
             outcome_unknown: true,
             ..
         } if failure.stage == Stage::Create => {
             let hold = failure.on_ambiguous == OnAmbiguous::Hold;
-            let give_up = (!hold && attempt >= policy.max_attempts).then(|| {
-                JobError::new(
-                    None,
-                    format!(
-                        "failed after {attempt} attempts: {}",
-                        ambiguous_text(failure.error)
-                    ),
-                )
-            });
+            let give_up =
+                (!hold && exhausted).then(|| gave_up(failure.error, attempt, failure.failing_for));
             Decision::Ambiguous {
                 hold,
-                after: Duration::ZERO,
+                after: backoff,
                 give_up,
             }
         }
+        ApiError::Transient { .. } if failure.service_down => Decision::Wait,
         ApiError::Transient { .. } => retry(),
         ApiError::NotFound { .. } if !failure.stage.is_submission() => Decision::Restart,
         ApiError::NotFound { .. } | ApiError::Rejected { .. } if failure.stage.is_submission() => {
@@ -167,7 +182,7 @@ pub fn decide(policy: &RetryPolicy, failure: Failure<'_>) -> (Decision, Option<R
             }
         }
         // A poll the service refused: not the job's fault as far as we can tell; retried
-        // like a transient failure, within the attempts.
+        // like a transient failure.
         ApiError::NotFound { .. } | ApiError::Rejected { .. } => retry(),
         ApiError::OutOfCredits { message } => {
             let stop = Some(RunStop::OutOfCredits {
@@ -197,14 +212,28 @@ pub fn decide(policy: &RetryPolicy, failure: Failure<'_>) -> (Decision, Option<R
     (decision, None)
 }
 
+/// What the loop knows about a failed download.
+#[derive(Debug, Clone, Copy)]
+pub struct DownloadFailure<'a> {
+    pub error: &'a DownloadError,
+    /// Attempts the download stage had used before this failure.
+    pub attempts: u32,
+    /// How long the download stage has been failing.
+    pub failing_for: Duration,
+    /// Whether this is the first failure in a row (a link that expired while the job waited
+    /// for a download slot is refreshed at once).
+    pub first: bool,
+    pub draw: f64,
+}
+
 /// What to do after a download failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DownloadDecision {
-    /// Ask task detail for a fresh link (the old one was refused).
-    Refresh,
-    /// Try the download again after a pause (the part file is kept).
-    Retry { after: Duration },
-    /// The link kept expiring: the job ends `expired`.
+    /// Ask task detail for a fresh link after `after` (the old one was refused).
+    Refresh { after: Duration },
+    /// Try the download again after a pause, resuming the part file. `counted`: as an attempt.
+    Retry { after: Duration, counted: bool },
+    /// The service kept handing out links that could not be used: the job ends `expired`.
     Expire(JobError),
     /// The job fails: the answer can never become a video (`permanent`), or the transfer kept
     /// breaking.
@@ -213,34 +242,40 @@ pub enum DownloadDecision {
     StopRun,
 }
 
-/// Decide what a download failure means. `attempts` are the download stage's attempts before
-/// this failure.
-pub fn decide_download(
-    policy: &RetryPolicy,
-    error: &DownloadError,
-    attempts: u32,
-    draw: f64,
-) -> DownloadDecision {
-    let attempt = attempts + 1;
-    match error {
-        DownloadError::LinkExpired { .. } if attempt >= policy.max_attempts => {
-            DownloadDecision::Expire(JobError::new(
+/// Decide what a download failure means.
+pub fn decide_download(policy: &RetryPolicy, failure: DownloadFailure<'_>) -> DownloadDecision {
+    let attempt = failure.attempts + 1;
+    let exhausted = policy.exhausted(attempt, failure.failing_for);
+    let over = humantime::format_duration(Duration::from_secs(failure.failing_for.as_secs()));
+    match failure.error {
+        DownloadError::LinkExpired { .. } if exhausted => DownloadDecision::Expire(JobError::new(
+            None,
+            format!("output links kept being refused for {over} ({attempt} fresh links)"),
+        )),
+        // A link refused at the first try most likely aged while the job waited: a fresh one
+        // at once. Refused again, the service is handing out unusable links: back off.
+        DownloadError::LinkExpired { .. } => DownloadDecision::Refresh {
+            after: if failure.first {
+                Duration::ZERO
+            } else {
+                policy.backoff(attempt, failure.draw)
+            },
+        },
+        DownloadError::Transient { detail } if exhausted => DownloadDecision::Fail {
+            error: JobError::new(
                 None,
-                format!("output link kept expiring after {attempt} fresh links"),
-            ))
-        }
-        DownloadError::LinkExpired { .. } => DownloadDecision::Refresh,
-        DownloadError::Transient { detail } if attempt >= policy.max_attempts => {
-            DownloadDecision::Fail {
-                error: JobError::new(
-                    None,
-                    format!("download failed after {attempt} attempts: {detail}"),
-                ),
-                permanent: false,
-            }
-        }
+                format!("download failed after {attempt} attempts over {over}: {detail}"),
+            ),
+            permanent: false,
+        },
         DownloadError::Transient { .. } => DownloadDecision::Retry {
-            after: policy.backoff(attempt, draw),
+            after: policy.backoff(attempt, failure.draw),
+            counted: true,
+        },
+        // Progress was made: resume at once, uncounted.
+        DownloadError::Cut { .. } => DownloadDecision::Retry {
+            after: Duration::ZERO,
+            counted: false,
         },
         DownloadError::Refused { detail } => DownloadDecision::Fail {
             error: JobError::new(None, detail),
@@ -263,13 +298,24 @@ pub fn ambiguous_text(error: &ApiError) -> String {
     }
 }
 
-/// The error of a stage that used up its attempts: "failed after N attempts over T: ...".
-fn exhausted(error: &ApiError, attempts: u32, failing_for: Duration) -> JobError {
+/// The error of a stage that kept failing: "failed after N attempts over T: ...".
+fn gave_up(error: &ApiError, attempts: u32, failing_for: Duration) -> JobError {
     let over = Duration::from_secs(failing_for.as_secs());
+    let error = match error {
+        ApiError::Transient {
+            outcome_unknown: true,
+            ..
+        } => ambiguous_text(error),
+        other => other.to_string(),
+    };
+    let attempts = match attempts {
+        1 => "1 attempt".to_string(),
+        n => format!("{n} attempts"),
+    };
     JobError::new(
-        error.code(),
+        None,
         format!(
-            "failed after {attempts} attempts over {}: {error}",
+            "failed after {attempts} over {}: {error}",
             humantime::format_duration(over)
         ),
     )
@@ -280,7 +326,8 @@ mod tests {
     use super::*;
 
     const POLICY: RetryPolicy = RetryPolicy {
-        max_attempts: 3,
+        give_up_after: Duration::from_secs(7200),
+        max_attempts: None,
         backoff_base: Duration::from_secs(1),
         backoff_cap: Duration::from_secs(60),
     };
@@ -291,6 +338,7 @@ mod tests {
             error,
             attempts,
             failing_for: Duration::from_secs(42),
+            service_down: false,
             no_new_work: false,
             on_ambiguous: OnAmbiguous::Resubmit,
             draw: 0.5,
@@ -334,26 +382,29 @@ mod tests {
     }
 
     #[test]
-    fn transient_failures_back_off_then_fail_with_attempts_and_time() {
+    fn transient_failures_are_retried_by_time_not_by_count() {
         let error = transient(false);
         for stage in ALL_STAGES {
-            let (decision, stop) = decide(&POLICY, failure(stage, &error, 0));
+            let (decision, stop) = decide(&POLICY, failure(stage, &error, 500));
             assert_eq!(
                 decision,
                 Decision::Retry {
-                    after: Duration::from_secs(1),
+                    after: Duration::from_secs(30),
                     counted: true
                 },
-                "{stage:?}: half of base × 2"
+                "{stage:?}: 500 attempts in 42 s is no reason to give up; the pause is capped"
             );
             assert!(stop.is_none());
-            let (decision, _) = decide(&POLICY, failure(stage, &error, 2));
+            let long = Failure {
+                failing_for: Duration::from_secs(7200),
+                ..failure(stage, &error, 2)
+            };
             assert_eq!(
-                decision,
+                decide(&POLICY, long).0,
                 Decision::Fail {
                     error: JobError::new(
                         None,
-                        "failed after 3 attempts over 42s: transient API failure: reset"
+                        "failed after 3 attempts over 2h: transient API failure: reset"
                     ),
                     permanent: false
                 },
@@ -363,13 +414,55 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_create_answer_is_ambiguous_but_a_lost_poll_answer_is_not() {
+    fn max_attempts_is_a_second_guard_when_given() {
+        let policy = RetryPolicy {
+            max_attempts: Some(3),
+            ..POLICY
+        };
+        let error = transient(false);
+        assert!(matches!(
+            decide(&policy, failure(Stage::RenderPoll, &error, 1)).0,
+            Decision::Retry { .. }
+        ));
+        assert!(matches!(
+            decide(&policy, failure(Stage::RenderPoll, &error, 2)).0,
+            Decision::Fail {
+                permanent: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_outage_costs_nothing_but_a_lost_create_answer_is_still_flagged() {
+        let refused = transient(false);
+        for stage in ALL_STAGES {
+            let down = Failure {
+                service_down: true,
+                failing_for: Duration::from_secs(9000),
+                ..failure(stage, &refused, 40)
+            };
+            assert_eq!(decide(&POLICY, down).0, Decision::Wait, "{stage:?}");
+        }
+        let lost = transient(true);
+        let down = Failure {
+            service_down: true,
+            ..failure(Stage::Create, &lost, 0)
+        };
+        assert!(matches!(
+            decide(&POLICY, down).0,
+            Decision::Ambiguous { hold: false, .. }
+        ));
+    }
+
+    #[test]
+    fn a_lost_create_answer_is_resubmitted_after_a_pause_never_at_once() {
         let error = transient(true);
         assert_eq!(
             decide(&POLICY, failure(Stage::Create, &error, 0)).0,
             Decision::Ambiguous {
                 hold: false,
-                after: Duration::ZERO,
+                after: Duration::from_secs(1),
                 give_up: None
             }
         );
@@ -377,8 +470,12 @@ mod tests {
             decide(&POLICY, failure(Stage::RenderPoll, &error, 0)).0,
             Decision::Retry { counted: true, .. }
         ));
+        let long = Failure {
+            failing_for: Duration::from_secs(7200),
+            ..failure(Stage::Create, &error, 2)
+        };
         assert!(matches!(
-            decide(&POLICY, failure(Stage::Create, &error, 2)).0,
+            decide(&POLICY, long).0,
             Decision::Ambiguous {
                 hold: false,
                 give_up: Some(_),
@@ -387,7 +484,7 @@ mod tests {
         ));
         let held = Failure {
             on_ambiguous: OnAmbiguous::Hold,
-            ..failure(Stage::Create, &error, 2)
+            ..long
         };
         assert!(
             matches!(
@@ -474,24 +571,61 @@ mod tests {
         }
     }
 
+    fn download(error: &DownloadError, attempts: u32, first: bool) -> DownloadFailure<'_> {
+        DownloadFailure {
+            error,
+            attempts,
+            failing_for: Duration::from_secs(10),
+            first,
+            draw: 0.5,
+        }
+    }
+
     #[test]
-    fn downloads_refresh_expired_links_retry_interruptions_and_stop_on_the_disk() {
+    fn refused_links_are_refreshed_at_once_then_with_pauses_and_expire_only_after_the_window() {
         let expired = DownloadError::LinkExpired { status: 403 };
         assert_eq!(
-            decide_download(&POLICY, &expired, 0, 0.5),
-            DownloadDecision::Refresh
+            decide_download(&POLICY, download(&expired, 0, true)),
+            DownloadDecision::Refresh {
+                after: Duration::ZERO
+            }
         );
+        assert_eq!(
+            decide_download(&POLICY, download(&expired, 3, false)),
+            DownloadDecision::Refresh {
+                after: Duration::from_secs(8)
+            }
+        );
+        let long = DownloadFailure {
+            failing_for: Duration::from_secs(7200),
+            ..download(&expired, 40, false)
+        };
         assert!(matches!(
-            decide_download(&POLICY, &expired, 2, 0.5),
+            decide_download(&POLICY, long),
             DownloadDecision::Expire(_)
         ));
-        let cut = DownloadError::Transient {
-            detail: "cut".into(),
+    }
+
+    #[test]
+    fn a_download_that_made_progress_resumes_at_once_uncounted() {
+        let cut = DownloadError::Cut {
+            detail: "closed after 10 of 20 bytes".into(),
         };
         assert_eq!(
-            decide_download(&POLICY, &cut, 0, 0.5),
+            decide_download(&POLICY, download(&cut, 30, false)),
             DownloadDecision::Retry {
-                after: Duration::from_secs(1)
+                after: Duration::ZERO,
+                counted: false
+            }
+        );
+        let broken = DownloadError::Transient {
+            detail: "connection refused".into(),
+        };
+        assert_eq!(
+            decide_download(&POLICY, download(&broken, 0, true)),
+            DownloadDecision::Retry {
+                after: Duration::from_secs(1),
+                counted: true
             }
         );
         let local = DownloadError::Local {
@@ -499,7 +633,7 @@ mod tests {
             detail: "read-only".into(),
         };
         assert_eq!(
-            decide_download(&POLICY, &local, 0, 0.5),
+            decide_download(&POLICY, download(&local, 0, true)),
             DownloadDecision::StopRun
         );
     }

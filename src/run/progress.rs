@@ -17,6 +17,8 @@ pub struct ProgressFigures {
     pub throttled: u64,
     pub effective_rate: f64,
     pub cooling_for: Option<Duration>,
+    /// The API is down: the run waits and probes it.
+    pub outage: Option<crate::view::ServiceOutage>,
 }
 
 /// The progress display of one run.
@@ -87,6 +89,9 @@ impl Progress {
             Duration::from_secs((per_job * remaining as f64) as u64)
         });
         let mut message = active.join(", ");
+        if let Some(outage) = &figures.outage {
+            message = format!("{} | {message}", outage.describe());
+        }
         message.push_str(&format!(" | {request_rate:.1} req/s"));
         if figures.effective_rate.is_finite() {
             message.push_str(&format!(" (limit {:.1})", figures.effective_rate));

@@ -2,12 +2,15 @@
 //! it back as the detail endpoint shows it.
 
 use axum::http::HeaderMap;
+use rand::Rng;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::api::{json_object, millis, parse_http_url, public_base, steering_value};
 use super::gate::{Refusal, invalid, not_found};
-use super::state::{AnalysisRecord, Outcome, Progress, Shared, Stage, team_id, user_id};
+use super::state::{
+    AnalysisRecord, Outcome, Progress, Shared, Stage, UNKNOWN_STATUS, team_id, user_id,
+};
 
 pub(super) fn submit_analysis(sim: &Shared, team: &str, body: &[u8]) -> Result<Value, Refusal> {
     let Some(body) = json_object(body) else {
@@ -87,6 +90,13 @@ pub(super) fn read_analysis(
     else {
         return Err(not_found());
     };
+    if state.rng.random::<f64>() < sim.knobs.unknown_status_rate {
+        // A status the documentation does not list, whatever the analysis's real stage.
+        state.stats.faults.unknown_status += 1;
+        let mut data = analysis_json(record, Stage::Queued, &base);
+        data["status"] = json!(UNKNOWN_STATUS);
+        return Ok(data);
+    }
     let now = Instant::now();
     let stage = record.progress.stage(now);
     if let Some(unnoticed) = record.progress.first_seen_finished(now) {

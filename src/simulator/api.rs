@@ -85,7 +85,7 @@ pub(super) async fn create_task(State(sim): Sim, headers: HeaderMap, body: Bytes
     };
     let answer = validate_create(&sim, &admitted.team, &body)
         .and_then(|request| create_valid_task(&sim, &admitted.team, request));
-    if admitted.drop_after_processing && answer.is_ok() {
+    if admitted.reset && answer.is_ok() {
         sim.lock().stats.faults.reset_after_create += 1;
     }
     finish(

@@ -43,14 +43,20 @@ pub(super) struct Admitted {
     /// Process the request, then drop the connection instead of answering (the half of
     /// `--reset-rate` on creates that happens after the task exists and is billed).
     pub(super) drop_after_processing: bool,
+    /// Of those, a reset (as opposed to `--create-lost-rate`), for the counters.
+    pub(super) reset: bool,
 }
 
 /// Faults injected before any processing.
 enum Fault {
     None,
-    Reset { after_processing: bool },
+    Reset {
+        after_processing: bool,
+    },
     HttpError,
     ServerError,
+    /// A create made and billed whose answer is never sent.
+    CreateLost,
 }
 
 impl Fault {
@@ -63,8 +69,9 @@ impl Fault {
             Fault::Reset {
                 after_processing: true,
             } => "reset after processing",
-            Fault::HttpError => "http 502",
+            Fault::HttpError => "http error page",
             Fault::ServerError => "code 2001",
+            Fault::CreateLost => "create answer lost",
         }
     }
 }
@@ -83,12 +90,14 @@ pub(super) async fn admit(
     endpoint: Endpoint,
     headers: &HeaderMap,
 ) -> Result<Admitted, Refusal> {
-    let drop_after_processing = before_processing(sim, endpoint).await?;
+    let dropped = before_processing(sim, endpoint).await?;
+    let drop_after_processing = dropped.is_some();
     let checked = authenticate(sim, headers).and_then(|team| throttle(sim, &team).map(|()| team));
     match checked {
         Ok(team) => Ok(Admitted {
             team,
             drop_after_processing,
+            reset: dropped == Some(Dropped::Reset),
         }),
         // The connection was going to be dropped whatever the answer.
         Err(_) if drop_after_processing => Err(Refusal::Dropped),
@@ -96,12 +105,32 @@ pub(super) async fn admit(
     }
 }
 
-/// Count the call, wait `--latency`, and decide this request's injected fault. `Ok(true)`
+/// How a request that is processed ends without its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dropped {
+    Reset,
+    Lost,
+}
+
+/// Count the call, wait `--latency`, and decide this request's injected fault. `Ok(Some(_))`
 /// means "process it, then drop the connection".
-pub(super) async fn before_processing(sim: &Shared, endpoint: Endpoint) -> Result<bool, Refusal> {
+pub(super) async fn before_processing(
+    sim: &Shared,
+    endpoint: Endpoint,
+) -> Result<Option<Dropped>, Refusal> {
     *endpoint.counter(&mut sim.lock().stats.calls) += 1;
     if !sim.knobs.latency.is_zero() {
         tokio::time::sleep(sim.knobs.latency).await;
+    }
+    let elapsed = sim.started.elapsed();
+    if sim
+        .knobs
+        .outages
+        .iter()
+        .any(|window| window.covers(elapsed))
+    {
+        sim.lock().stats.faults.outage += 1;
+        return Err(Refusal::ErrorPage(503));
     }
     let fault = {
         let mut state = sim.lock();
@@ -118,6 +147,14 @@ pub(super) async fn before_processing(sim: &Shared, endpoint: Endpoint) -> Resul
             Fault::HttpError
         } else if draw < knobs.reset_rate + knobs.http_error_rate + knobs.error_rate {
             Fault::ServerError
+        } else if endpoint == Endpoint::Create
+            && draw
+                < knobs.reset_rate
+                    + knobs.http_error_rate
+                    + knobs.error_rate
+                    + knobs.create_lost_rate
+        {
+            Fault::CreateLost
         } else {
             Fault::None
         };
@@ -129,19 +166,21 @@ pub(super) async fn before_processing(sim: &Shared, endpoint: Endpoint) -> Resul
             Fault::Reset { .. } => faults.reset += 1,
             Fault::HttpError => faults.http_error += 1,
             Fault::ServerError => faults.error += 1,
+            Fault::CreateLost => faults.create_lost += 1,
             Fault::None => {}
         }
         fault
     };
     match fault {
-        Fault::None => Ok(false),
+        Fault::None => Ok(None),
         Fault::Reset {
             after_processing: true,
-        } => Ok(true),
+        } => Ok(Some(Dropped::Reset)),
+        Fault::CreateLost => Ok(Some(Dropped::Lost)),
         Fault::Reset {
             after_processing: false,
         } => Err(Refusal::Dropped),
-        Fault::HttpError => Err(Refusal::BadGateway),
+        Fault::HttpError => Err(Refusal::ErrorPage(sim.knobs.http_error_status)),
         Fault::ServerError => Err(Refusal::code(2001, "server error")),
     }
 }
@@ -220,8 +259,8 @@ pub(super) enum Refusal {
     Code { code: i64, message: String },
     /// The connection is dropped without an answer.
     Dropped,
-    /// An HTML 502 page, as a load balancer in front of the API would send.
-    BadGateway,
+    /// An HTML error page with this 5xx status, as a load balancer in front of the API sends.
+    ErrorPage(u16),
     /// HTTP 429 with `Retry-After: 1`.
     TooManyRequests,
 }
@@ -240,11 +279,19 @@ impl IntoResponse for Refusal {
         match self {
             Refusal::Code { code, message } => envelope(code, &message, None),
             Refusal::Dropped => dropped_connection(),
-            Refusal::BadGateway => {
-                let page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
-                            <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n\
-                            </body>\r\n</html>\r\n";
-                (StatusCode::BAD_GATEWAY, [(CONTENT_TYPE, "text/html")], page).into_response()
+            Refusal::ErrorPage(status) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let title = format!(
+                    "{} {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("Error")
+                );
+                let page = format!(
+                    "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n\
+                     <center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n\
+                     </body>\r\n</html>\r\n"
+                );
+                (status, [(CONTENT_TYPE, "text/html")], page).into_response()
             }
             Refusal::TooManyRequests => (
                 StatusCode::TOO_MANY_REQUESTS,

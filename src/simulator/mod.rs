@@ -16,8 +16,11 @@ mod analyses;
 mod api;
 mod files;
 mod gate;
+mod knobs;
 mod state;
 mod tasks;
+
+pub use knobs::{OutageWindow, SimKnobs, ThrottleMode};
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -34,109 +37,6 @@ use tokio::task::JoinHandle;
 
 use crate::exit::{Exit, Fatal};
 use state::Shared;
-
-/// Behaviour knobs of the simulator (the flags of `simulate`).
-///
-/// The command-line defaults are those of a realistic service (2 s analyses, 5 s renders,
-/// 20 % jitter). [`SimKnobs::default`] is for tests and in-process use: the same, except that
-/// analyses take 100 ms, renders 200 ms and there is no jitter. With either, the accepted API
-/// key is `demo-key` and the accepted client id (token flow) is `demo-client`, unless keys or
-/// ids are given.
-#[derive(Debug, Clone, PartialEq, clap::Args)]
-pub struct SimKnobs {
-    /// API key to accept (repeatable). Without any, only `demo-key` is accepted.
-    #[arg(
-        long = "api-key",
-        value_name = "KEY",
-        default_value = "demo-key",
-        help_heading = "Simulator"
-    )]
-    pub api_keys: Vec<String>,
-    /// Client id to accept in getToken (repeatable); its clientSecret must be one of the API
-    /// keys. Without any, only `demo-client` is accepted.
-    #[arg(
-        long = "client-id",
-        value_name = "ID",
-        default_value = "demo-client",
-        help_heading = "Simulator"
-    )]
-    pub client_ids: Vec<String>,
-    /// How long an analysis takes.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s", help_heading = "Simulator")]
-    pub analysis_time: Duration,
-    /// How long a render takes.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", help_heading = "Simulator")]
-    pub render_time: Duration,
-    /// Random spread of analysis and render times, as a fraction of them (0–1).
-    #[arg(long, value_parser = parse_fraction, default_value_t = 0.2, help_heading = "Simulator")]
-    pub jitter: f64,
-    /// Credits on the account; each create costs one (1104 when none are left). Unlimited if absent.
-    #[arg(long, help_heading = "Simulator")]
-    pub credits: Option<u64>,
-    /// API requests per second per key, over all API endpoints; excess is throttled.
-    #[arg(long, value_parser = parse_rate, help_heading = "Simulator")]
-    pub rate_limit: Option<f64>,
-    /// How throttled requests are answered.
-    #[arg(long, value_enum, default_value_t = ThrottleMode::Code, help_heading = "Simulator")]
-    pub throttle: ThrottleMode,
-    /// Fraction of API requests answered {"code":2001,"msg":"server error"}.
-    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0, help_heading = "Faults")]
-    pub error_rate: f64,
-    /// Fraction of API requests answered HTTP 502 with an HTML page.
-    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0, help_heading = "Faults")]
-    pub http_error_rate: f64,
-    /// Fraction of API requests whose connection is dropped without an answer (for creates,
-    /// half of them after the task was created and billed).
-    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0, help_heading = "Faults")]
-    pub reset_rate: f64,
-    /// Delay added to every API response.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", help_heading = "Faults")]
-    pub latency: Duration,
-    /// Fraction of downloads that send part of the body, then drop the connection.
-    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0, help_heading = "Faults")]
-    pub truncate_rate: f64,
-    /// Size of every rendered file.
-    #[arg(long, default_value_t = 262_144, help_heading = "Simulator")]
-    pub output_bytes: u64,
-    /// Lifetime of an output URL; after it, the URL answers 403.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", help_heading = "Simulator")]
-    pub url_ttl: Duration,
-    /// Seed of the one random generator behind jitter, faults and ids.
-    #[arg(long, default_value_t = 0, help_heading = "Simulator")]
-    pub seed: u64,
-}
-
-impl Default for SimKnobs {
-    fn default() -> SimKnobs {
-        SimKnobs {
-            api_keys: vec!["demo-key".to_owned()],
-            client_ids: vec!["demo-client".to_owned()],
-            analysis_time: Duration::from_millis(100),
-            render_time: Duration::from_millis(200),
-            jitter: 0.0,
-            credits: None,
-            rate_limit: None,
-            throttle: ThrottleMode::Code,
-            error_rate: 0.0,
-            http_error_rate: 0.0,
-            reset_rate: 0.0,
-            latency: Duration::ZERO,
-            truncate_rate: 0.0,
-            output_bytes: 262_144,
-            url_ttl: Duration::from_secs(60),
-            seed: 0,
-        }
-    }
-}
-
-/// How throttled requests are answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ThrottleMode {
-    /// HTTP 200 with {"code":1005,"msg":"Frequent operation"}, as Akool does.
-    Code,
-    /// HTTP 429 with `Retry-After: 1`, as a gateway in front of it might.
-    Http,
-}
 
 /// The counters of `GET /_sim/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -193,8 +93,17 @@ pub struct CallCounts {
 pub struct FaultCounts {
     /// Answered code 2001.
     pub error: u64,
-    /// Answered HTTP 502.
+    /// Answered with an HTML error page (`--http-error-status`).
     pub http_error: u64,
+    /// Answered HTML 503 during an outage window.
+    #[serde(default)]
+    pub outage: u64,
+    /// Creates made and billed whose answer was never sent (`--create-lost-rate`).
+    #[serde(default)]
+    pub create_lost: u64,
+    /// Detail answers that reported an undocumented status.
+    #[serde(default)]
+    pub unknown_status: u64,
     /// Connections dropped without an answer, `reset_after_create` included.
     pub reset: u64,
     /// Of `reset`: creates whose task was made and billed before the connection was dropped.
@@ -235,7 +144,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 impl Simulator {
     /// Bind `listen` (port 0 picks a free port) and serve in a background task.
     pub async fn start(listen: SocketAddr, knobs: SimKnobs) -> std::io::Result<Simulator> {
-        check_knobs(&knobs)?;
+        knobs::check_knobs(&knobs)?;
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(knobs, addr));
@@ -391,60 +300,6 @@ fn base_url_of(addr: SocketAddr) -> String {
 }
 
 /// Knob values clap would refuse, refused for in-process use too.
-fn check_knobs(knobs: &SimKnobs) -> std::io::Result<()> {
-    let invalid = |message: String| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            message,
-        ))
-    };
-    for (name, value) in [
-        ("jitter", knobs.jitter),
-        ("error_rate", knobs.error_rate),
-        ("http_error_rate", knobs.http_error_rate),
-        ("reset_rate", knobs.reset_rate),
-        ("truncate_rate", knobs.truncate_rate),
-    ] {
-        if !(0.0..=1.0).contains(&value) {
-            return invalid(format!(
-                "{name} must be a fraction between 0 and 1, not {value}"
-            ));
-        }
-    }
-    if knobs
-        .rate_limit
-        .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
-    {
-        return invalid("rate_limit must be a positive number of requests per second".into());
-    }
-    if knobs.api_keys.iter().any(String::is_empty) {
-        return invalid("API keys must not be empty".into());
-    }
-    Ok(())
-}
-
-fn parse_fraction(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
-    if (0.0..=1.0).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!("{value} is not a fraction between 0 and 1"))
-    }
-}
-
-fn parse_rate(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
-    if value.is_finite() && value > 0.0 {
-        Ok(value)
-    } else {
-        Err(format!("{value} is not a positive rate"))
-    }
-}
-
 async fn wait_for_stop_signal() -> Result<(), Fatal> {
     #[cfg(unix)]
     {

@@ -25,7 +25,7 @@ pub(super) struct Shared {
     /// Signs output URLs; drawn from the seeded generator so runs with one seed agree.
     pub signing_key: [u8; 32],
     /// The simulator's clock: `tokio` time since start, shown to clients as Unix milliseconds.
-    started: Instant,
+    pub started: Instant,
     started_unix_ms: u64,
     state: Mutex<State>,
 }
@@ -164,6 +164,9 @@ impl Bucket {
     }
 }
 
+/// The status `--unknown-status-rate` answers with: not one Akool documents.
+pub const UNKNOWN_STATUS: i64 = 7;
+
 impl Shared {
     pub fn new(knobs: SimKnobs, addr: SocketAddr) -> Shared {
         let mut rng = StdRng::seed_from_u64(knobs.seed);
@@ -228,11 +231,19 @@ impl Shared {
     /// `base` stretched or shrunk by up to `--jitter` of itself.
     pub fn jittered(&self, state: &mut State, base: Duration) -> Duration {
         let jitter = self.knobs.jitter;
-        if jitter <= 0.0 || base.is_zero() {
-            return base;
+        let mut time = base;
+        if jitter > 0.0 && !base.is_zero() {
+            let factor = 1.0 + jitter * state.rng.random_range(-1.0..=1.0);
+            time = base.mul_f64(factor.max(0.0));
         }
-        let factor = 1.0 + jitter * state.rng.random_range(-1.0..=1.0);
-        base.mul_f64(factor.max(0.0))
+        if self.knobs.heavy_tail > 0.0 && state.rng.random::<f64>() < self.knobs.heavy_tail {
+            // Pareto with α = 1.5 (infinite variance: the rare stage that takes ten times as
+            // long), capped so a test run stays bounded.
+            let draw: f64 = state.rng.random_range(0.0..1.0);
+            let stretch = (1.0 - draw).powf(-1.0 / 1.5).min(20.0);
+            time = time.mul_f64(stretch);
+        }
+        time
     }
 
     /// The bearer token getToken hands out for a client id and secret: the same one on

@@ -2,6 +2,7 @@
 //! billing) the task, and reading it back with a signed output URL once rendered.
 
 use axum::http::HeaderMap;
+use rand::Rng;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -10,7 +11,7 @@ use super::api::{
 };
 use super::gate::{Refusal, invalid, not_found};
 use super::state::{
-    AnalysisRecord, Outcome, Progress, Shared, Stage, TaskRecord, team_id, user_id,
+    AnalysisRecord, Outcome, Progress, Shared, Stage, TaskRecord, UNKNOWN_STATUS, team_id, user_id,
 };
 
 /// A create request that passed validation.
@@ -224,8 +225,11 @@ pub(super) fn read_task(
         return Err(not_found());
     };
     record.reads += 1;
+    let unknown = state.rng.random::<f64>() < sim.knobs.unknown_status_rate;
     let now = Instant::now();
-    if let Some(unnoticed) = record.progress.first_seen_finished(now) {
+    if unknown {
+        state.stats.faults.unknown_status += 1;
+    } else if let Some(unnoticed) = record.progress.first_seen_finished(now) {
         let timing = &mut state.stats.timing;
         timing.renders_noticed += 1;
         timing.render_unnoticed_ms += millis(unnoticed);
@@ -247,7 +251,13 @@ pub(super) fn read_task(
     // While running, the output is sometimes "" and sometimes null, and the error fields
     // sometimes null and sometimes absent, as the documentation allows both.
     let odd_read = record.reads % 2 == 1;
-    let (status, progress, video_url) = match record.progress.stage(now) {
+    let stage = if unknown {
+        Stage::Queued
+    } else {
+        record.progress.stage(now)
+    };
+    let (status, progress, video_url) = match stage {
+        Stage::Queued if unknown => (UNKNOWN_STATUS, 0.0, running_output(odd_read)),
         Stage::Queued => (1, 0.0, running_output(odd_read)),
         Stage::Processing(progress) => (
             2,
@@ -256,7 +266,12 @@ pub(super) fn read_task(
         ),
         Stage::Finished => match &record.outcome {
             Outcome::Succeeds(()) => {
-                let expires = now_ms + sim.knobs.url_ttl.as_millis() as u64;
+                let mut expires = now_ms + sim.knobs.url_ttl.as_millis() as u64;
+                let rounding = sim.knobs.url_expiry_rounding.as_millis() as u64;
+                if rounding > 0 {
+                    // A signer working in whole units: the link may be born expired.
+                    expires -= expires % rounding;
+                }
                 let signature = sim.sign(&record.id, expires);
                 let url = format!(
                     "{base}/_sim/files/{}.mp4?expires={expires}&sig={signature}",

@@ -207,6 +207,24 @@ impl Agenda {
         self.calls.pop()
     }
 
+    /// The call to probe a service that is down with: the first poll or refresh in line if
+    /// there is one (a create could be billed if the probe's answer is lost), else the first
+    /// call.
+    pub fn pop_probe(&mut self) -> Option<Queued> {
+        let mut skipped = Vec::new();
+        let mut probe = None;
+        while let Some(queued) = self.calls.pop() {
+            if queued.call.is_submission() {
+                skipped.push(queued);
+            } else {
+                probe = Some(queued);
+                break;
+            }
+        }
+        self.calls.extend(skipped);
+        probe.or_else(|| self.calls.pop())
+    }
+
     pub fn has_calls(&self) -> bool {
         !self.calls.is_empty()
     }

@@ -188,9 +188,9 @@ impl Dispatcher<'_> {
                 self.videos
                     .apply(self.store, &video_url, AnalysisEvent::SubmitAborted)?;
             }
-            // Throttled (the only requeue of a submission; restarts and ambiguity are about
-            // polls and creates): in line again, with a fresh intent when it leaves.
-            Decision::Requeue | Decision::Restart | Decision::Ambiguous { .. } => {
+            // Throttled, or the service is down (restarts and ambiguity are about polls and
+            // creates): in line again, with a fresh intent when it leaves.
+            Decision::Requeue | Decision::Wait | Decision::Restart | Decision::Ambiguous { .. } => {
                 self.videos
                     .apply(self.store, &video_url, AnalysisEvent::SubmitAborted)?;
                 self.agenda.push_call(Call::Analyze(video_url), ticket);
@@ -300,7 +300,7 @@ impl Dispatcher<'_> {
                 self.fail_analysis(&video_url, failure)?;
             }
             Decision::Abandon => drop(ticket),
-            Decision::Requeue | Decision::Ambiguous { .. } => {
+            Decision::Requeue | Decision::Wait | Decision::Ambiguous { .. } => {
                 self.agenda
                     .push_call(Call::AnalysisDetail(video_url), ticket);
             }

@@ -25,8 +25,10 @@
 mod agenda;
 mod analysis;
 mod event;
+mod failures;
 mod jobs;
 mod output;
+mod polls;
 mod render;
 mod resume;
 mod service;
@@ -41,11 +43,10 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
-use crate::akool::{ApiError, RemoteStatus};
 use crate::crash;
-use crate::job::{IllegalAnalysisTransition, IllegalTransition, JobId, JobState, VideoUrl};
+use crate::job::{IllegalAnalysisTransition, IllegalTransition, JobId, JobState};
+use crate::run::breaker::{Breaker, Gate};
 use crate::run::pace::Pacer;
-use crate::run::policy::{self, Decision, Failure, RunStop, Stage};
 use crate::run::poll::PollPlanner;
 use crate::run::settings::Settings;
 use crate::store::{Store, StoreError};
@@ -56,7 +57,9 @@ pub use service::{Live, Service};
 
 use agenda::{Agenda, Queued, Wakeup};
 use analysis::Videos;
+use failures::{Failures, Key};
 use jobs::Jobs;
+use polls::Polls;
 use status::StatusWriter;
 
 /// Why a run stopped before every job reached a final state.
@@ -124,13 +127,6 @@ const BATCH: usize = 256;
 /// This many creates in a row rejected with the same message stop the run.
 const SYSTEMIC_REJECTIONS: usize = 3;
 
-/// What a failure streak is about: a job's stage, or a video's analysis.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Job(JobId),
-    Video(VideoUrl),
-}
-
 pub struct Dispatcher<'a> {
     store: &'a Store,
     service: Arc<dyn Service>,
@@ -141,32 +137,14 @@ pub struct Dispatcher<'a> {
     videos: Videos,
     agenda: Agenda,
     pacer: Pacer,
+    /// Outage detection over the API's answers.
+    breaker: Breaker,
     polls: Polls,
     failures: Failures,
     run: RunState,
     workers: Workers,
     commit: Commit,
     status: StatusWriter,
-}
-
-/// When to poll: one planner per kind of stage, and the stages whose first poll is still
-/// ahead (what it finds tunes the planner).
-struct Polls {
-    analysis: PollPlanner,
-    render: PollPlanner,
-    first_analysis_polls: HashSet<VideoUrl>,
-    first_render_polls: HashSet<JobId>,
-    /// Undocumented status values already reported (each is logged once).
-    unknown_statuses: HashSet<i64>,
-}
-
-/// What the loop remembers of failures across events.
-#[derive(Default)]
-struct Failures {
-    /// When each failing stage first failed in a row, in this run.
-    since: HashMap<Key, Instant>,
-    /// Consecutive creates rejected with the same message: (message, job ids).
-    rejections: Option<(String, Vec<JobId>)>,
 }
 
 /// Whether and how the run is stopping.
@@ -227,6 +205,7 @@ impl<'a> Dispatcher<'a> {
             videos: Videos::default(),
             agenda: Agenda::new(settings.concurrency, settings.downloads),
             pacer,
+            breaker: Breaker::default(),
             polls: Polls {
                 analysis: PollPlanner::new(settings.analysis_poll, settings.concurrency),
                 render: PollPlanner::new(settings.render_poll, settings.concurrency),
@@ -307,9 +286,17 @@ impl<'a> Dispatcher<'a> {
         loop {
             let now = Instant::now();
             let next_timer = self.agenda.next_due();
-            let gate = self.pacer.gate(now);
-            let may_call = self.agenda.has_calls() && gate.is_none();
-            let gate_wait = gate.filter(|_| self.agenda.has_calls());
+            let pacing = self.pacer.gate(now);
+            let breaker = self.breaker.gate(now);
+            let shut = matches!(breaker, Gate::Shut(_));
+            let may_call = self.agenda.has_calls() && pacing.is_none() && !shut;
+            // Queued calls wait for the later of the pacing gate and the next probe (a probe in
+            // flight is waited for through its worker).
+            let probe_at = match breaker {
+                Gate::Shut(at) => at,
+                Gate::Closed | Gate::Probe => None,
+            };
+            let gate_wait = pacing.max(probe_at).filter(|_| self.agenda.has_calls());
             let shutdown_pending = !self.run.shutdown_seen;
             tokio::select! {
                 biased;
@@ -354,6 +341,15 @@ impl<'a> Dispatcher<'a> {
                         Some(Err(_)) => {}
                         None => break,
                     }
+                }
+            }
+            Event::Permit if self.breaker.gate(Instant::now()) == Gate::Probe => {
+                // The service is down: one call goes out to see whether it is back.
+                if let Some(queued) = self.agenda.pop_probe() {
+                    tracing::debug!(call = ?queued.call, "probing the service");
+                    self.breaker.probe_started();
+                    self.pacer.started(Instant::now());
+                    self.start_call(queued)?;
                 }
             }
             Event::Permit => {
@@ -555,86 +551,6 @@ impl<'a> Dispatcher<'a> {
     fn send_after_commit(&mut self, point: &'static str, request: Request, ticket: Option<Ticket>) {
         self.flush_soon();
         self.commit.held.push((point, request, ticket));
-    }
-
-    /// A call of `stage` about `key` failed: apply the failure policy's run-level part
-    /// (throttling cool-down, stopping the run) and return its decision for the call.
-    fn judge(&mut self, stage: Stage, key: Key, error: &ApiError, attempts: u32) -> Decision {
-        let now = Instant::now();
-        if let ApiError::Throttled { retry_after } = error {
-            self.run.throttled += 1;
-            if !(self.run.no_new_work && stage.is_submission()) {
-                let delay = self.pacer.throttled(*retry_after, now);
-                tracing::debug!(
-                    ?delay,
-                    rate = self.pacer.effective_rate(),
-                    "throttled; cooling down and slowing down"
-                );
-            }
-        }
-        if matches!(error, ApiError::Transient { .. }) {
-            self.failures.since.entry(key.clone()).or_insert(now);
-        }
-        let failing_for = self
-            .failures
-            .since
-            .get(&key)
-            .map(|since| now.saturating_duration_since(*since))
-            .unwrap_or_default();
-        let (decision, stop) = policy::decide(
-            &self.settings.retry,
-            Failure {
-                stage,
-                error,
-                attempts,
-                failing_for,
-                no_new_work: self.run.no_new_work,
-                on_ambiguous: self.settings.on_ambiguous,
-                draw: draw(),
-            },
-        );
-        match stop {
-            Some(RunStop::OutOfCredits { message }) => {
-                tracing::error!("out of credits: {message}");
-                self.stop(StopReason::OutOfCredits { message }, false);
-            }
-            Some(RunStop::Unauthorized { code, message }) => {
-                self.stop(StopReason::Unauthorized { code, message }, true);
-            }
-            None => {}
-        }
-        if matches!(decision, Decision::Fail { .. }) {
-            self.failures.since.remove(&key);
-        }
-        decision
-    }
-
-    /// A call about `key` succeeded: its failure streak ends, and the pacer recovers a little.
-    fn succeeded(&mut self, key: &Key) {
-        self.pacer.succeeded();
-        self.failures.since.remove(key);
-    }
-
-    /// Log an undocumented status value once; it counts as still running.
-    fn note_unknown_status(&mut self, status: RemoteStatus) {
-        if let RemoteStatus::Unknown(code) = status {
-            if self.polls.unknown_statuses.insert(code) {
-                tracing::warn!(
-                    status = code,
-                    "the API reported an undocumented status; treating it as still running"
-                );
-            }
-        }
-    }
-
-    /// The share of first polls that should find their stage finished. With requests to
-    /// spare, polling early (about the 70th percentile) costs a request for each stage still
-    /// running and saves the idle time of every early finisher; as requests get scarce, every
-    /// extra poll delays other work, so polls move towards waiting until nearly all stages
-    /// are done.
-    fn first_poll_hits_wanted(&self) -> f64 {
-        let load = self.pacer.load(Instant::now());
-        0.7 + 0.25 * ((load - 0.5) / 0.4).clamp(0.0, 1.0)
     }
 
     fn report(&self) -> RunReport {

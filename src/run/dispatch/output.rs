@@ -1,8 +1,18 @@
 //! The output stage: downloading a finished render to `<out>/<id>.mp4`, and asking the
-//! service for a fresh output link when the one we have is refused or unknown.
+//! service for a fresh output link when the one we have is refused, unknown, or old enough to
+//! be refused.
+//!
+//! Output links expire after a lifetime nobody documents. A link is therefore refreshed when
+//! it is used: right before its download starts when it is older than half the youngest age
+//! at which a link was refused so far, and at once when the download is refused (it most
+//! likely aged while the job waited for a slot). A job ends `expired` only when the service
+//! keeps handing out unusable links for the whole give-up window. A download cut short after
+//! making progress resumes from its part file at once, uncounted.
 //!
 //! Owns nothing of its own; changes jobs only through `Job::apply`. A download starts only
 //! after the job's `downloading` state is durable (group commit).
+
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -11,18 +21,26 @@ use crate::crash;
 use crate::job::{Event, JobError, JobId, Output};
 use crate::now_ms;
 use crate::run::dispatch::agenda::{Call, Ticket, Wakeup};
-use crate::run::dispatch::{Dispatcher, Key, Request, RunError, StopReason, draw};
+use crate::run::dispatch::{Dispatcher, Key, Request, RunError, StopReason, draw, since_ms};
 use crate::run::download::{DownloadError, DownloadRequest};
-use crate::run::policy::{self, Decision, DownloadDecision, Stage, attempt_error};
+use crate::run::policy::{self, Decision, DownloadDecision, DownloadFailure, Stage, attempt_error};
 
 impl Dispatcher<'_> {
     /// Start a job's download in the download slot `ticket` (or ask for a link first).
     pub(super) fn start_download(&mut self, job_id: JobId, ticket: Ticket) -> Result<(), RunError> {
         let job = self.jobs.load(&job_id)?;
-        let Some(url) = job.output_url else {
-            drop(ticket);
-            self.agenda.push_call(Call::RefreshOutput(job_id), None);
-            return Ok(());
+        let link_age = since_ms(job.times.link_ms);
+        let stale = self
+            .failures
+            .link_refused_at_age
+            .is_some_and(|refused| link_age >= refused / 2);
+        let url = match job.output_url {
+            Some(url) if !stale => url,
+            _ => {
+                drop(ticket);
+                self.agenda.push_call(Call::RefreshOutput(job_id), None);
+                return Ok(());
+            }
         };
         let request = DownloadRequest {
             job_id: job_id.clone(),
@@ -44,6 +62,7 @@ impl Dispatcher<'_> {
     ) -> Result<(), RunError> {
         let now = now_ms();
         let mut job = self.jobs.load(&job_id)?;
+        let key = Key::Download(job_id.clone());
         let error = match result {
             Ok(output) => {
                 tracing::debug!(job = %job_id, bytes = output.bytes, "done");
@@ -52,34 +71,59 @@ impl Dispatcher<'_> {
                 self.flush_soon();
                 self.commit.after_flush.push(crash::DONE_STORED);
                 self.workers.etags.remove(&job_id);
+                self.failures.since.remove(&key);
                 return Ok(());
             }
             Err(error) => error,
         };
+        if let DownloadError::LinkExpired { .. } = error {
+            let age = since_ms(job.times.link_ms).max(Duration::from_millis(1));
+            let known = self.failures.link_refused_at_age.get_or_insert(age);
+            *known = (*known).min(age);
+        }
+        let started = Instant::now();
+        if let DownloadError::Cut { .. } = error {
+            // Progress was made: whatever failed before is behind.
+            self.failures.since.remove(&key);
+        }
+        let first = !self.failures.since.contains_key(&key);
+        let since = *self.failures.since.entry(key.clone()).or_insert(started);
         let failed = match &error {
             DownloadError::LinkExpired { status } => {
                 JobError::new(None, format!("output link refused (HTTP {status})"))
             }
             other => JobError::new(None, other.to_string()),
         };
-        match policy::decide_download(&self.settings.retry, &error, job.attempts, draw()) {
-            DownloadDecision::Refresh => {
+        let failure = DownloadFailure {
+            error: &error,
+            attempts: job.attempts,
+            failing_for: started.saturating_duration_since(since),
+            first,
+            draw: draw(),
+        };
+        match policy::decide_download(&self.settings.retry, failure) {
+            DownloadDecision::Refresh { after } => {
                 job.apply(Event::LinkRefused { error: failed }, now)?;
                 self.jobs.save(&job)?;
-                self.agenda.push_call(Call::RefreshOutput(job_id), None);
+                let refresh = Wakeup::Call(Call::RefreshOutput(job_id), None);
+                self.agenda.push_timer(started, after, refresh);
             }
-            DownloadDecision::Retry { after } => {
-                job.apply(Event::AttemptFailed { error: failed }, now)?;
-                self.jobs.save(&job)?;
+            DownloadDecision::Retry { after, counted } => {
+                if counted {
+                    job.apply(Event::AttemptFailed { error: failed }, now)?;
+                    self.jobs.save(&job)?;
+                }
                 self.agenda
-                    .push_timer(Instant::now(), after, Wakeup::Download(job_id));
+                    .push_timer(started, after, Wakeup::Download(job_id));
             }
             DownloadDecision::Expire(error) => {
+                self.failures.since.remove(&key);
                 job.apply(Event::AttemptFailed { error: failed }, now)?;
                 job.apply(Event::Expired { error }, now)?;
                 self.jobs.save(&job)?;
             }
             DownloadDecision::Fail { error, permanent } => {
+                self.failures.since.remove(&key);
                 if !permanent {
                     job.apply(Event::AttemptFailed { error: failed }, now)?;
                 }
@@ -162,7 +206,7 @@ impl Dispatcher<'_> {
                 self.jobs.save(&job)?;
             }
             Decision::Abandon => {}
-            Decision::Requeue | Decision::Ambiguous { .. } => {
+            Decision::Requeue | Decision::Wait | Decision::Ambiguous { .. } => {
                 self.agenda.push_call(Call::RefreshOutput(job_id), None);
             }
         }

@@ -148,10 +148,10 @@ impl Dispatcher<'_> {
                 self.jobs.save(&job)?;
                 self.flush_soon();
             }
-            Decision::Requeue => {
-                // Throttled, so refused before it ran: back to `ready` until the create
-                // leaves again (with a fresh, flushed intent). A stop before then must not
-                // find the job in `submitting` and flag it.
+            Decision::Requeue | Decision::Wait => {
+                // Throttled, or refused by a service that is down, so not carried out: back
+                // to `ready` until the create leaves again (with a fresh, flushed intent). A
+                // stop before then must not find the job in `submitting` and flag it.
                 job.apply(Event::SubmitAborted, now)?;
                 self.jobs.save(&job)?;
                 self.agenda.push_call(Call::Create(job_id), ticket);
@@ -290,7 +290,7 @@ impl Dispatcher<'_> {
                 self.jobs.save(&job)?;
             }
             Decision::Abandon => drop(ticket),
-            Decision::Requeue | Decision::Ambiguous { .. } => {
+            Decision::Requeue | Decision::Wait | Decision::Ambiguous { .. } => {
                 self.agenda.push_call(Call::TaskDetail(job_id), ticket);
             }
         }

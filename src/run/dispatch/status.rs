@@ -15,7 +15,7 @@ use crate::run::dispatch::jobs::Jobs;
 use crate::run::progress::{Progress, ProgressFigures};
 use crate::run::settings::Settings;
 use crate::store::Store;
-use crate::view;
+use crate::view::{self, ServiceOutage};
 
 pub struct StatusWriter {
     progress: Progress,
@@ -34,6 +34,7 @@ struct ViewRequest {
     states: std::collections::BTreeMap<JobState, usize>,
     flagged: usize,
     live: bool,
+    outage: Option<ServiceOutage>,
 }
 
 impl StatusWriter {
@@ -47,7 +48,7 @@ impl StatusWriter {
 
     /// Start writing the view unless the previous write is still under way (the next tick
     /// catches up).
-    fn write(&mut self, jobs: &Jobs, store: &Store, live: bool) {
+    fn write(&mut self, jobs: &Jobs, store: &Store, live: bool, outage: Option<ServiceOutage>) {
         if self
             .writing
             .as_ref()
@@ -55,7 +56,8 @@ impl StatusWriter {
         {
             return;
         }
-        let request = view_request(jobs, live);
+        let mut request = view_request(jobs, live);
+        request.outage = outage;
         let store = store.clone();
         let db_path = self.db_path.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
@@ -75,8 +77,17 @@ impl StatusWriter {
 }
 
 impl Dispatcher<'_> {
+    /// The outage under way, as `status` shows it.
+    fn outage(&self) -> Option<ServiceOutage> {
+        self.breaker.outage().map(|outage| ServiceOutage {
+            since_ms: outage.since_ms,
+            probing_every_s: outage.probing_every.as_secs(),
+        })
+    }
+
     pub(super) fn on_tick(&mut self) {
-        self.status.write(&self.jobs, self.store, true);
+        let outage = self.outage();
+        self.status.write(&self.jobs, self.store, true, outage);
         let now = Instant::now();
         let figures = ProgressFigures {
             states: self.jobs.counts(),
@@ -84,6 +95,7 @@ impl Dispatcher<'_> {
             throttled: self.run.throttled,
             effective_rate: self.pacer.effective_rate(),
             cooling_for: self.pacer.cooling_until(now).map(|until| until - now),
+            outage: self.outage(),
         };
         self.status.progress.update(&figures);
     }
@@ -112,6 +124,7 @@ fn view_request(jobs: &Jobs, live: bool) -> ViewRequest {
         states: jobs.counts(),
         flagged: jobs.flagged(),
         live,
+        outage: None,
     }
 }
 
@@ -136,6 +149,7 @@ fn write_view(store: &Store, db_path: &std::path::Path, request: ViewRequest) {
     snapshot.more_failures = request.failures_total - snapshot.failures.len();
     snapshot.possible_duplicates = request.flagged;
     snapshot.pid = request.live.then(std::process::id);
+    snapshot.service_unavailable = request.outage;
     if let Err(error) = view::write_snapshot(db_path, &snapshot) {
         tracing::debug!("could not write the status view: {error}");
     }

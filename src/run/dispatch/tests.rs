@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::akool::{Analysis, RemoteStatus, Subject, Task};
+use crate::akool::{Analysis, ApiError, RemoteStatus, Subject, Task};
 use crate::job::{Job, JobState, MultiSubject};
 use crate::manifest::Defaults;
 use crate::run::policy::{OnAmbiguous, RetryPolicy};
@@ -96,7 +96,8 @@ fn settings(dir: &Path, concurrency: usize) -> Settings {
         rate: 1000.0,
         burst: 1000,
         retry: RetryPolicy {
-            max_attempts: 3,
+            give_up_after: Duration::from_secs(3600),
+            max_attempts: None,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(8),
         },
