@@ -222,7 +222,8 @@ pub fn status(db: &Path, json: bool) -> Result<Exit, Fatal> {
 /// `export [--out FILE]`: one CSV row per job, in id order.
 ///
 /// Columns: `id,state,video_url,mappings,analysis_id,task_id,output,bytes,sha256,
-/// error_code,error,attempts,flags`, then the union of the jobs' extra manifest columns in
+/// error_code,error,attempts,flags,creates` (`creates`: how many creates may have been billed
+/// for the job), then the union of the jobs' extra manifest columns in
 /// first-seen order (a job without one gets an empty cell). See [`mappings_text`],
 /// [`error_text`] and [`flags_text`] for the formats of those cells.
 pub fn export(db: &Path, out: Option<&Path>) -> Result<Exit, Fatal> {
@@ -246,7 +247,7 @@ pub fn export(db: &Path, out: Option<&Path>) -> Result<Exit, Fatal> {
 }
 
 /// The export's columns before the extra manifest columns.
-pub const EXPORT_COLUMNS: [&str; 13] = [
+pub const EXPORT_COLUMNS: [&str; 14] = [
     "id",
     "state",
     "video_url",
@@ -260,6 +261,7 @@ pub const EXPORT_COLUMNS: [&str; 13] = [
     "error",
     "attempts",
     "flags",
+    "creates",
 ];
 
 /// Write the export CSV of `jobs`.
@@ -303,6 +305,7 @@ pub fn write_export(out: impl Write, jobs: &[Job]) -> io::Result<()> {
             error_text(job),
             job.attempts.to_string(),
             flags_text(job),
+            job.creates.to_string(),
         ];
         let extra = extra_columns.iter().map(|column| {
             job.spec

@@ -445,13 +445,13 @@ fn export_writes_one_row_per_job() {
     let text = stdout(&output);
     let sha = "ab".repeat(32);
     let expected = format!(
-        "id,state,video_url,mappings,analysis_id,task_id,output,bytes,sha256,error_code,error,attempts,flags,sku,title,campaign\n\
-         done,done,https://v/1.mp4,1=https://f/a.jpg,an-1,task-1,output/done.mp4,1234,{sha},,,0,,1,\"One, \"\"first\"\"\",\n\
-         dup,ready,https://v/1.mp4,1=https://f/a.jpg,an-1,,,,,,,0,possible_duplicate,,,spring\n\
-         failed,failed,https://v/2.mp4,?=https://f/a.jpg,an-1,,,,,1003,video too long,0,,,,\n\
-         mapping,needs_mapping,https://v/3.mp4,?=https://f/a.jpg,an-1,,,,,,choose obj_id: 0=https://s/0.jpg|1=https://s/1.jpg,0,,4,,\n\
-         rendering,rendering,https://v/1.mp4,1=https://f/a.jpg,an-1,task-9,,,,,timeout,1,,,,\n\
-         waiting,pending,https://v/4.mp4,?=https://f/e.jpg,,,,,,,,0,,,,\n"
+        "id,state,video_url,mappings,analysis_id,task_id,output,bytes,sha256,error_code,error,attempts,flags,creates,sku,title,campaign\n\
+         done,done,https://v/1.mp4,1=https://f/a.jpg,an-1,task-1,output/done.mp4,1234,{sha},,,0,,1,1,\"One, \"\"first\"\"\",\n\
+         dup,ready,https://v/1.mp4,1=https://f/a.jpg,an-1,,,,,,,0,possible_duplicate,1,,,spring\n\
+         failed,failed,https://v/2.mp4,?=https://f/a.jpg,an-1,,,,,1003,video too long,0,,0,,,\n\
+         mapping,needs_mapping,https://v/3.mp4,?=https://f/a.jpg,an-1,,,,,,choose obj_id: 0=https://s/0.jpg|1=https://s/1.jpg,0,,0,4,,\n\
+         rendering,rendering,https://v/1.mp4,1=https://f/a.jpg,an-1,task-9,,,,,timeout,1,,1,,,\n\
+         waiting,pending,https://v/4.mp4,?=https://f/e.jpg,,,,,,,,0,,0,,,\n"
     );
     assert_eq!(text, expected);
 
