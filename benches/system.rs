@@ -268,8 +268,8 @@ fn run_scenario(scenario: &Scenario) -> Measured {
         settings.concurrency = scenario.concurrency;
         settings.downloads = 8;
         // First guesses as a user who knows the service's typical times would set them.
-        settings.analysis_poll.initial_guess = scenario.analysis;
-        settings.render_poll.initial_guess = scenario.render;
+        settings.analysis_poll.hint = Some(scenario.analysis);
+        settings.render_poll.hint = Some(scenario.render);
         settings.analysis_poll.min = Duration::from_millis(20);
         settings.render_poll.min = Duration::from_millis(20);
         settings.tick = Duration::from_secs(60);
@@ -338,7 +338,7 @@ fn overhead(quick: bool) {
         settings.downloads = 16;
         for poll in [&mut settings.analysis_poll, &mut settings.render_poll] {
             poll.min = Duration::from_millis(1);
-            poll.initial_guess = Duration::from_millis(1);
+            poll.hint = Some(Duration::from_millis(1));
         }
         settings.tick = Duration::from_secs(60);
         let started = Instant::now();

@@ -166,12 +166,13 @@ pub struct PollingArgs {
     /// Longest interval between two polls of the same analysis or render.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", help_heading = "Polling")]
     pub poll_max: Duration,
-    /// Expected analysis time until some have been observed.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s", help_heading = "Polling")]
-    pub analysis_guess: Duration,
-    /// Expected render time until some have been observed.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "90s", help_heading = "Polling")]
-    pub render_guess: Duration,
+    /// A hint of how long an analysis takes, used only until the service's timing is learned
+    /// (by default the first analyses are probed early and their progress extrapolated).
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Polling")]
+    pub analysis_guess: Option<Duration>,
+    /// A hint of how long a render takes, used only until the service's timing is learned.
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Polling")]
+    pub render_guess: Option<Duration>,
     /// First retry delay after a transient failure (doubles each attempt, full jitter).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s", help_heading = "Retries")]
     pub backoff_base: Duration,

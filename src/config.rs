@@ -44,12 +44,12 @@ impl RunConfig {
             analysis_poll: PollPolicy {
                 min: args.polling.poll_min,
                 max: args.polling.poll_max,
-                initial_guess: args.polling.analysis_guess,
+                hint: args.polling.analysis_guess,
             },
             render_poll: PollPolicy {
                 min: args.polling.poll_min,
                 max: args.polling.poll_max,
-                initial_guess: args.polling.render_guess,
+                hint: args.polling.render_guess,
             },
             cooldown_cap: Duration::from_secs(120),
             stall_timeout: Duration::from_secs(60),

@@ -80,10 +80,12 @@ pub fn simulator_run_config(
     base_url: String,
     api_key: &str,
 ) -> RunConfig {
-    let poll = |guess| PollPolicy {
+    // Polls as often as every 100 ms (the simulator's stages take about a second); when to
+    // poll is learned as the run goes, as in production.
+    let poll = PollPolicy {
         min: Duration::from_millis(100),
         max: Duration::from_secs(5),
-        initial_guess: guess,
+        hint: None,
     };
     RunConfig {
         manifest,
@@ -113,8 +115,8 @@ pub fn simulator_run_config(
             multi_subject: MultiSubject::Skip,
             on_ambiguous: OnAmbiguous::Resubmit,
             max_download_bytes: 1 << 30,
-            analysis_poll: poll(Duration::from_millis(400)),
-            render_poll: poll(Duration::from_millis(1500)),
+            analysis_poll: poll,
+            render_poll: poll,
             cooldown_cap: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(10),
             tick: Duration::from_secs(2),

@@ -20,6 +20,7 @@ pub mod run;
 pub mod secret;
 pub mod simulator;
 pub mod store;
+pub mod timings;
 pub mod view;
 
 /// Milliseconds since the Unix epoch: the timestamps stored in job records.

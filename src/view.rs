@@ -57,6 +57,10 @@ pub struct Snapshot {
     /// The API is failing most calls: the run waits and probes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_unavailable: Option<ServiceOutage>,
+    /// What the service's stages took, as learned on this database ("renders take about
+    /// 52s, 90 % within 1m 11s").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<String>,
 }
 
 /// An outage of the API as the running process sees it.
@@ -121,6 +125,7 @@ impl Snapshot {
             written_ms: now_ms,
             pid: None,
             service_unavailable: None,
+            timings: Vec::new(),
         };
         for job in jobs {
             let job = job.borrow();
@@ -194,10 +199,11 @@ pub fn status(db: &Path, json: bool) -> Result<Exit, Fatal> {
             let jobs = store
                 .jobs()
                 .map_while(|job| job.map_err(|error| failure = Some(error)).ok());
-            let snapshot = Snapshot::from_jobs(jobs, now);
+            let mut snapshot = Snapshot::from_jobs(jobs, now);
             if let Some(error) = failure {
                 return Err(error.into());
             }
+            snapshot.timings = crate::timings::load(&store)?.describe();
             // Release the database before printing: a run may be waiting to start.
             drop(store);
             snapshot
@@ -451,6 +457,9 @@ fn write_status_text(
     }
     if let Some(outage) = &snapshot.service_unavailable {
         writeln!(out, "{}", outage.describe())?;
+    }
+    for line in &snapshot.timings {
+        writeln!(out, "{line}")?;
     }
     writeln!(out, "{} jobs", snapshot.jobs)?;
     for (state, count) in &snapshot.states {

@@ -40,6 +40,10 @@ pub enum DownloadError {
     /// 403/404/410: the signed URL expired or was revoked; ask task detail for a fresh one.
     #[error("output link expired or refused (HTTP {status})")]
     LinkExpired { status: u16 },
+    /// Asked for a fresh link, the service offered none (a status other than completed, an
+    /// empty URL): ask again later.
+    #[error("{detail}")]
+    NoLink { detail: String },
     /// Network trouble, a truncated body, a 5xx, before any byte of this attempt arrived: try
     /// again after a pause (the part file is kept).
     #[error("download interrupted: {detail}")]

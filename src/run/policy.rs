@@ -220,9 +220,6 @@ pub struct DownloadFailure<'a> {
     pub attempts: u32,
     /// How long the download stage has been failing.
     pub failing_for: Duration,
-    /// Whether this is the first failure in a row (a link that expired while the job waited
-    /// for a download slot is refreshed at once).
-    pub first: bool,
     pub draw: f64,
 }
 
@@ -242,25 +239,38 @@ pub enum DownloadDecision {
     StopRun,
 }
 
+/// The longest pause before asking again for an output link.
+const LINK_RETRY_CAP: Duration = Duration::from_secs(10);
+
 /// Decide what a download failure means.
 pub fn decide_download(policy: &RetryPolicy, failure: DownloadFailure<'_>) -> DownloadDecision {
     let attempt = failure.attempts + 1;
     let exhausted = policy.exhausted(attempt, failure.failing_for);
     let over = humantime::format_duration(Duration::from_secs(failure.failing_for.as_secs()));
     match failure.error {
-        DownloadError::LinkExpired { .. } if exhausted => DownloadDecision::Expire(JobError::new(
-            None,
-            format!("output links kept being refused for {over} ({attempt} fresh links)"),
-        )),
+        DownloadError::LinkExpired { .. } | DownloadError::NoLink { .. } if exhausted => {
+            DownloadDecision::Expire(JobError::new(
+                None,
+                format!("no usable output link for {over} ({attempt} tries)"),
+            ))
+        }
         // A link refused at the first try most likely aged while the job waited: a fresh one
-        // at once. Refused again, the service is handing out unusable links: back off.
-        DownloadError::LinkExpired { .. } => DownloadDecision::Refresh {
-            after: if failure.first {
-                Duration::ZERO
-            } else {
-                policy.backoff(attempt, failure.draw)
-            },
-        },
+        // at once. Refused again, the service is handing out unusable links (a short lifetime,
+        // clocks apart): back off, though not far — asking costs two cheap requests, and a
+        // job waiting for its link is a finished render not yet delivered.
+        DownloadError::LinkExpired { .. } | DownloadError::NoLink { .. } => {
+            DownloadDecision::Refresh {
+                after: if failure.attempts == 0 {
+                    Duration::ZERO
+                } else {
+                    RetryPolicy {
+                        backoff_cap: policy.backoff_cap.min(LINK_RETRY_CAP),
+                        ..*policy
+                    }
+                    .backoff(attempt, failure.draw)
+                },
+            }
+        }
         DownloadError::Transient { detail } if exhausted => DownloadDecision::Fail {
             error: JobError::new(
                 None,
@@ -571,12 +581,11 @@ mod tests {
         }
     }
 
-    fn download(error: &DownloadError, attempts: u32, first: bool) -> DownloadFailure<'_> {
+    fn download(error: &DownloadError, attempts: u32) -> DownloadFailure<'_> {
         DownloadFailure {
             error,
             attempts,
             failing_for: Duration::from_secs(10),
-            first,
             draw: 0.5,
         }
     }
@@ -585,20 +594,27 @@ mod tests {
     fn refused_links_are_refreshed_at_once_then_with_pauses_and_expire_only_after_the_window() {
         let expired = DownloadError::LinkExpired { status: 403 };
         assert_eq!(
-            decide_download(&POLICY, download(&expired, 0, true)),
+            decide_download(&POLICY, download(&expired, 0)),
             DownloadDecision::Refresh {
                 after: Duration::ZERO
             }
         );
         assert_eq!(
-            decide_download(&POLICY, download(&expired, 3, false)),
+            decide_download(&POLICY, download(&expired, 2)),
             DownloadDecision::Refresh {
-                after: Duration::from_secs(8)
+                after: Duration::from_secs(4)
             }
+        );
+        assert_eq!(
+            decide_download(&POLICY, download(&expired, 9)),
+            DownloadDecision::Refresh {
+                after: Duration::from_secs(5)
+            },
+            "capped lower than other retries"
         );
         let long = DownloadFailure {
             failing_for: Duration::from_secs(7200),
-            ..download(&expired, 40, false)
+            ..download(&expired, 40)
         };
         assert!(matches!(
             decide_download(&POLICY, long),
@@ -612,7 +628,7 @@ mod tests {
             detail: "closed after 10 of 20 bytes".into(),
         };
         assert_eq!(
-            decide_download(&POLICY, download(&cut, 30, false)),
+            decide_download(&POLICY, download(&cut, 30)),
             DownloadDecision::Retry {
                 after: Duration::ZERO,
                 counted: false
@@ -622,7 +638,7 @@ mod tests {
             detail: "connection refused".into(),
         };
         assert_eq!(
-            decide_download(&POLICY, download(&broken, 0, true)),
+            decide_download(&POLICY, download(&broken, 0)),
             DownloadDecision::Retry {
                 after: Duration::from_secs(1),
                 counted: true
@@ -633,7 +649,7 @@ mod tests {
             detail: "read-only".into(),
         };
         assert_eq!(
-            decide_download(&POLICY, download(&local, 0, true)),
+            decide_download(&POLICY, download(&local, 0)),
             DownloadDecision::StopRun
         );
     }

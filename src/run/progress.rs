@@ -19,6 +19,8 @@ pub struct ProgressFigures {
     pub cooling_for: Option<Duration>,
     /// The API is down: the run waits and probes it.
     pub outage: Option<crate::view::ServiceOutage>,
+    /// How long a wave of renders takes and how many jobs make a wave, once learned.
+    pub wave: Option<(Duration, usize)>,
 }
 
 /// The progress display of one run.
@@ -84,10 +86,18 @@ impl Progress {
             .filter(|(state, _)| !state.is_final())
             .map(|(_, count)| *count)
             .sum::<usize>();
-        let eta = (finished_here > 0 && remaining > 0).then(|| {
+        let eta = if remaining == 0 {
+            None
+        } else if finished_here > 0 {
             let per_job = self.started.elapsed().as_secs_f64() / finished_here as f64;
-            Duration::from_secs((per_job * remaining as f64) as u64)
-        });
+            Some(Duration::from_secs((per_job * remaining as f64) as u64))
+        } else {
+            // Nothing finished yet in this run: waves of renders of the learned duration.
+            figures.wave.map(|(per_wave, jobs)| {
+                let waves = remaining.div_ceil(jobs.max(1)) as u32;
+                Duration::from_secs(per_wave.saturating_mul(waves).as_secs())
+            })
+        };
         let mut message = active.join(", ");
         if let Some(outage) = &figures.outage {
             message = format!("{} | {message}", outage.describe());

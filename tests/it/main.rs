@@ -11,6 +11,7 @@ mod hostile;
 mod job;
 mod manifest;
 mod pressure;
+mod resilience;
 mod run_pipeline;
 mod security;
 mod simulator;

@@ -82,6 +82,25 @@ impl Batch {
         command
     }
 
+    /// `run` through the real binary with the default flags: only the database, the output
+    /// folder, the service and `extra`.
+    pub fn run_with_defaults(&self, base_url: &str, extra: &[&str]) -> Command {
+        let mut command = binary();
+        command
+            .env("AKOOL_API_KEY", KEY)
+            .env_remove("RUST_LOG")
+            .arg("--db")
+            .arg(self.db())
+            .arg("run")
+            .arg(self.manifest())
+            .arg("--out")
+            .arg(self.out())
+            .args(["--base-url", base_url, "--no-progress"])
+            .args(extra)
+            .stdin(Stdio::null());
+        command
+    }
+
     /// `export` through the real binary, parsed into rows keyed by column name.
     pub fn export(&self) -> Vec<std::collections::HashMap<String, String>> {
         let output = binary()
@@ -269,13 +288,17 @@ pub fn spawn(mut command: Command) -> std::process::Child {
 /// Wait for a spawned command off the async runtime's threads; like [`finish`], a run that
 /// hangs is killed after two minutes and the test fails.
 pub async fn wait(child: std::process::Child) -> Output {
+    wait_at_most(child, std::time::Duration::from_secs(120)).await
+}
+
+/// [`wait`], for a run that is expected to take long: killed (and the test failed) after
+/// `limit`.
+pub async fn wait_at_most(child: std::process::Child, limit: std::time::Duration) -> Output {
     tokio::task::spawn_blocking(move || {
         let pid = child.id() as i32;
         let (finished, watchdog_sees) = std::sync::mpsc::channel::<()>();
         let watchdog = std::thread::spawn(move || {
-            let timed_out = watchdog_sees
-                .recv_timeout(std::time::Duration::from_secs(120))
-                .is_err();
+            let timed_out = watchdog_sees.recv_timeout(limit).is_err();
             if timed_out {
                 // SAFETY: kill(2) on our own child's pid; the child has not been reaped,
                 // since its waiter is the thread that timed out waiting.

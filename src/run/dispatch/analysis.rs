@@ -5,7 +5,6 @@
 //! records only through `AnalysisRecord::apply` and jobs only through `Job::apply`.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -150,20 +149,13 @@ impl Dispatcher<'_> {
                     },
                 )?;
                 self.flush_soon();
-                let delay = self.polls.analysis.next_delay(Duration::ZERO, 0.0, draw());
-                self.polls.first_analysis_polls.insert(video_url.clone());
-                self.agenda.push_timer(
-                    Instant::now(),
-                    delay,
-                    Wakeup::Call(Call::AnalysisDetail(video_url), ticket),
-                );
+                self.schedule_first_poll(Call::AnalysisDetail(video_url), ticket);
                 return Ok(());
             }
             Err(error) => error,
         };
-        let attempts = self.videos.record(&video_url).attempts;
         let key = Key::Video(video_url.clone());
-        match self.judge(Stage::Analyze, key, &error, attempts) {
+        match self.judge(Stage::Analyze, key, &error) {
             Decision::Fail { error, .. } => {
                 drop(ticket);
                 self.fail_analysis(&video_url, error)?;
@@ -222,6 +214,8 @@ impl Dispatcher<'_> {
             RemoteStatus::Completed => {
                 drop(ticket);
                 self.polls.analysis.record(elapsed);
+                self.polls.learned();
+                self.release_deferred();
                 let event = AnalysisEvent::Completed {
                     subjects: analysis.subjects.clone(),
                 };
@@ -247,6 +241,10 @@ impl Dispatcher<'_> {
                 self.note_unknown_status(status);
                 self.videos
                     .apply(self.store, &video_url, AnalysisEvent::Answered)?;
+                self.polls
+                    .analysis
+                    .observe_running(elapsed, analysis.progress);
+                self.release_deferred();
                 let delay = self
                     .polls
                     .analysis
@@ -267,9 +265,8 @@ impl Dispatcher<'_> {
         error: ApiError,
         ticket: Option<Ticket>,
     ) -> Result<(), RunError> {
-        let attempts = self.videos.record(&video_url).attempts;
         let key = Key::Video(video_url.clone());
-        match self.judge(Stage::AnalysisPoll, key, &error, attempts) {
+        match self.judge(Stage::AnalysisPoll, key, &error) {
             Decision::Restart => {
                 // The analysis record is gone at the service: analyze again.
                 tracing::warn!(video = %video_url, "analysis no longer known to the service ({error}); analyzing again");

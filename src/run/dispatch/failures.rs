@@ -20,12 +20,21 @@ pub(super) enum Key {
     Video(VideoUrl),
 }
 
+/// Failures in a row of one stage, in this run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Streak {
+    /// When the first of them happened (shifted by the time the service was down: an outage
+    /// is not charged).
+    since: Instant,
+    /// How many there were.
+    failures: u32,
+}
+
 /// What the loop remembers of failures across events.
 #[derive(Default)]
 pub(super) struct Failures {
-    /// When each failing stage first failed in a row, in this run (shifted by the time the
-    /// service was down: an outage is not charged).
-    pub(super) since: HashMap<Key, Instant>,
+    /// The failure streak of each stage that is failing.
+    streaks: HashMap<Key, Streak>,
     /// Consecutive creates rejected with the same message: (message, job ids).
     pub(super) rejections: Option<(String, Vec<JobId>)>,
     /// The youngest age at which an output link was refused: links older than half of it are
@@ -33,16 +42,33 @@ pub(super) struct Failures {
     pub(super) link_refused_at_age: Option<Duration>,
 }
 
+impl Failures {
+    /// How many times in a row `key` has failed, and for how long.
+    pub(super) fn streak(&self, key: &Key, now: Instant) -> (u32, Duration) {
+        self.streaks.get(key).map_or((0, Duration::ZERO), |streak| {
+            (streak.failures, now.saturating_duration_since(streak.since))
+        })
+    }
+
+    /// One more failure of `key` in a row.
+    pub(super) fn count(&mut self, key: &Key, now: Instant) {
+        let streak = self.streaks.entry(key.clone()).or_insert(Streak {
+            since: now,
+            failures: 0,
+        });
+        streak.failures += 1;
+    }
+
+    /// `key` succeeded, made progress, or gave up: its streak is over.
+    pub(super) fn end(&mut self, key: &Key) {
+        self.streaks.remove(key);
+    }
+}
+
 impl Dispatcher<'_> {
     /// A call of `stage` about `key` failed: apply the failure policy's run-level part
     /// (throttling cool-down, stopping the run) and return its decision for the call.
-    pub(super) fn judge(
-        &mut self,
-        stage: Stage,
-        key: Key,
-        error: &ApiError,
-        attempts: u32,
-    ) -> Decision {
+    pub(super) fn judge(&mut self, stage: Stage, key: Key, error: &ApiError) -> Decision {
         let now = Instant::now();
         match error {
             ApiError::Throttled { retry_after } => {
@@ -62,19 +88,11 @@ impl Dispatcher<'_> {
                         "most API calls are failing: the service is unavailable; waiting, probing it with one request at growing pauses (no job is charged meanwhile)"
                     );
                 }
-                if !self.breaker.is_open() {
-                    self.failures.since.entry(key.clone()).or_insert(now);
-                }
             }
             // Any other error is an answer: the service is up.
             _ => self.service_answered(now),
         }
-        let failing_for = self
-            .failures
-            .since
-            .get(&key)
-            .map(|since| now.saturating_duration_since(*since))
-            .unwrap_or_default();
+        let (attempts, failing_for) = self.failures.streak(&key, now);
         let (decision, stop) = policy::decide(
             &self.settings.retry,
             Failure {
@@ -98,8 +116,12 @@ impl Dispatcher<'_> {
             }
             None => {}
         }
-        if matches!(decision, Decision::Fail { .. }) {
-            self.failures.since.remove(&key);
+        match decision {
+            Decision::Retry { counted: true, .. } | Decision::Ambiguous { .. } => {
+                self.failures.count(&key, now);
+            }
+            Decision::Fail { .. } => self.failures.end(&key),
+            _ => {}
         }
         decision
     }
@@ -108,7 +130,7 @@ impl Dispatcher<'_> {
     pub(super) fn succeeded(&mut self, key: &Key) {
         self.service_answered(Instant::now());
         self.pacer.succeeded();
-        self.failures.since.remove(key);
+        self.failures.end(key);
     }
 
     /// The service answered: if it was down, it is back, and the time it was down is not
@@ -121,8 +143,8 @@ impl Dispatcher<'_> {
             "the service answers again after {}; resuming",
             humantime::format_duration(Duration::from_secs(down_for.as_secs()))
         );
-        for since in self.failures.since.values_mut() {
-            *since = (*since + down_for).min(now);
+        for streak in self.failures.streaks.values_mut() {
+            streak.since = (streak.since + down_for).min(now);
         }
     }
 }

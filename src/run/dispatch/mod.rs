@@ -34,7 +34,7 @@ mod resume;
 mod service;
 mod status;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +47,6 @@ use crate::crash;
 use crate::job::{IllegalAnalysisTransition, IllegalTransition, JobId, JobState};
 use crate::run::breaker::{Breaker, Gate};
 use crate::run::pace::Pacer;
-use crate::run::poll::PollPlanner;
 use crate::run::settings::Settings;
 use crate::store::{Store, StoreError};
 
@@ -196,6 +195,9 @@ impl<'a> Dispatcher<'a> {
             settings.cooldown_cap,
             settings.retry.backoff_base,
         );
+        // Timings learned by earlier runs on this database: only a head start, so a value
+        // that cannot be read is ignored.
+        let learned = crate::timings::load(store).unwrap_or_default();
         let mut tick = tokio::time::interval(settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Dispatcher {
@@ -206,13 +208,7 @@ impl<'a> Dispatcher<'a> {
             agenda: Agenda::new(settings.concurrency, settings.downloads),
             pacer,
             breaker: Breaker::default(),
-            polls: Polls {
-                analysis: PollPlanner::new(settings.analysis_poll, settings.concurrency),
-                render: PollPlanner::new(settings.render_poll, settings.concurrency),
-                first_analysis_polls: HashSet::new(),
-                first_render_polls: HashSet::new(),
-                unknown_statuses: HashSet::new(),
-            },
+            polls: Polls::new(learned, settings.concurrency, &settings),
             failures: Failures::default(),
             run: RunState {
                 shutdown,
@@ -252,6 +248,7 @@ impl<'a> Dispatcher<'a> {
 
     /// After the last turn: every write durable, the final status view written.
     async fn finish(&mut self) -> Result<(), RunError> {
+        self.save_timings()?;
         self.commit().await?;
         self.store.flush_async().await?;
         self.status.finish(&self.jobs, self.store).await;
@@ -285,7 +282,12 @@ impl<'a> Dispatcher<'a> {
     pub async fn next_event(&mut self) -> Event {
         loop {
             let now = Instant::now();
-            let next_timer = self.agenda.next_due();
+            let next_timer = self
+                .agenda
+                .next_due()
+                .into_iter()
+                .chain(self.deferred_wake())
+                .min();
             let pacing = self.pacer.gate(now);
             let breaker = self.breaker.gate(now);
             let shut = matches!(breaker, Gate::Shut(_));
@@ -384,7 +386,11 @@ impl<'a> Dispatcher<'a> {
                 self.run.grace_until = None;
                 self.workers.set.abort_all();
             }
-            Event::Tick => self.on_tick(),
+            Event::Tick => {
+                self.release_deferred();
+                self.save_timings()?;
+                self.on_tick();
+            }
         }
         Ok(())
     }
@@ -430,7 +436,7 @@ impl<'a> Dispatcher<'a> {
         // Once submitting is over, what is at the service is still finished (polled and
         // downloaded); ready jobs wait for the next run.
         let startable = !self.run.no_new_work && self.agenda.has_submissions();
-        !self.agenda.is_waiting() && !startable
+        !self.agenda.is_waiting() && !self.polls.has_deferred() && !startable
     }
 
     /// Move work into the queues while there is room: downloads first, then slots at the
@@ -511,6 +517,7 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn fire_timers(&mut self) {
+        self.release_deferred();
         for wakeup in self.agenda.take_due(Instant::now()) {
             match wakeup {
                 Wakeup::Call(call, ticket) if call.is_submission() && self.run.no_new_work => {

@@ -25,15 +25,23 @@ use crate::run::dispatch::{Dispatcher, Key, Request, RunError, StopReason, draw,
 use crate::run::download::{DownloadError, DownloadRequest};
 use crate::run::policy::{self, Decision, DownloadDecision, DownloadFailure, Stage, attempt_error};
 
+/// Links younger than this are never refreshed before use.
+const FRESH_ENOUGH: Duration = Duration::from_secs(1);
+
 impl Dispatcher<'_> {
     /// Start a job's download in the download slot `ticket` (or ask for a link first).
     pub(super) fn start_download(&mut self, job_id: JobId, ticket: Ticket) -> Result<(), RunError> {
         let job = self.jobs.load(&job_id)?;
+        // A link that waited (for a slot, for a retry) longer than half the youngest age at
+        // which one was refused is refreshed first. A link younger than a second is used as
+        // it is: refreshing cannot make it younger, and a service whose links live less than
+        // that is met by refreshing when refused.
         let link_age = since_ms(job.times.link_ms);
-        let stale = self
-            .failures
-            .link_refused_at_age
-            .is_some_and(|refused| link_age >= refused / 2);
+        let stale = link_age >= FRESH_ENOUGH
+            && self
+                .failures
+                .link_refused_at_age
+                .is_some_and(|refused| link_age >= refused / 2);
         let url = match job.output_url {
             Some(url) if !stale => url,
             _ => {
@@ -71,23 +79,36 @@ impl Dispatcher<'_> {
                 self.flush_soon();
                 self.commit.after_flush.push(crash::DONE_STORED);
                 self.workers.etags.remove(&job_id);
-                self.failures.since.remove(&key);
+                self.failures.end(&key);
                 return Ok(());
             }
             Err(error) => error,
         };
+        self.output_failed(job, error)
+    }
+
+    /// The output stage failed (a download, or a refresh that offered no link): apply the
+    /// failure policy.
+    fn output_failed(
+        &mut self,
+        mut job: crate::job::Job,
+        error: DownloadError,
+    ) -> Result<(), RunError> {
+        let now = now_ms();
+        let job_id = job.id.clone();
+        let key = Key::Download(job_id.clone());
         if let DownloadError::LinkExpired { .. } = error {
             let age = since_ms(job.times.link_ms).max(Duration::from_millis(1));
             let known = self.failures.link_refused_at_age.get_or_insert(age);
             *known = (*known).min(age);
         }
+        tracing::debug!(job = %job_id, link_age_ms = since_ms(job.times.link_ms).as_millis() as u64, "output stage failed: {error}");
         let started = Instant::now();
         if let DownloadError::Cut { .. } = error {
             // Progress was made: whatever failed before is behind.
-            self.failures.since.remove(&key);
+            self.failures.end(&key);
         }
-        let first = !self.failures.since.contains_key(&key);
-        let since = *self.failures.since.entry(key.clone()).or_insert(started);
+        let (attempts, failing_for) = self.failures.streak(&key, started);
         let failed = match &error {
             DownloadError::LinkExpired { status } => {
                 JobError::new(None, format!("output link refused (HTTP {status})"))
@@ -96,12 +117,18 @@ impl Dispatcher<'_> {
         };
         let failure = DownloadFailure {
             error: &error,
-            attempts: job.attempts,
-            failing_for: started.saturating_duration_since(since),
-            first,
+            attempts,
+            failing_for,
             draw: draw(),
         };
-        match policy::decide_download(&self.settings.retry, failure) {
+        let decision = policy::decide_download(&self.settings.retry, failure);
+        match decision {
+            DownloadDecision::Refresh { .. } | DownloadDecision::Retry { counted: true, .. } => {
+                self.failures.count(&key, started);
+            }
+            _ => {}
+        }
+        match decision {
             DownloadDecision::Refresh { after } => {
                 job.apply(Event::LinkRefused { error: failed }, now)?;
                 self.jobs.save(&job)?;
@@ -117,13 +144,13 @@ impl Dispatcher<'_> {
                     .push_timer(started, after, Wakeup::Download(job_id));
             }
             DownloadDecision::Expire(error) => {
-                self.failures.since.remove(&key);
+                self.failures.end(&key);
                 job.apply(Event::AttemptFailed { error: failed }, now)?;
                 job.apply(Event::Expired { error }, now)?;
                 self.jobs.save(&job)?;
             }
             DownloadDecision::Fail { error, permanent } => {
-                self.failures.since.remove(&key);
+                self.failures.end(&key);
                 if !permanent {
                     job.apply(Event::AttemptFailed { error: failed }, now)?;
                 }
@@ -155,6 +182,9 @@ impl Dispatcher<'_> {
                 self.succeeded(&Key::Job(job_id.clone()));
                 match (task.status, task.output_url) {
                     (RemoteStatus::Completed, Some(url)) => {
+                        // The job is durably `downloading` already; a fresh link needs no
+                        // flush (a crash only means asking for one again), so the download
+                        // starts in this turn, while the link is young.
                         job.apply(
                             Event::Rendered {
                                 output_url: Some(url),
@@ -162,18 +192,13 @@ impl Dispatcher<'_> {
                             now,
                         )?;
                         self.jobs.save(&job)?;
-                        self.flush_soon();
-                        self.commit.after_flush.push(crash::RENDER_STORED);
-                        self.agenda.downloads_waiting.push_back(job_id);
+                        self.agenda.downloads_waiting.push_front(job_id);
                     }
                     (status, _) => {
-                        // A finished render that no longer offers its output.
-                        let error = JobError::new(
-                            None,
-                            format!("task detail offers no output (status {status:?})"),
-                        );
-                        job.apply(Event::Expired { error }, now)?;
-                        self.jobs.save(&job)?;
+                        // A finished render that offers no output now: an unknown status, an
+                        // empty link. Asked again later, until the give-up window is spent.
+                        let detail = format!("task detail offers no output (status {status:?})");
+                        return self.output_failed(job, DownloadError::NoLink { detail });
                     }
                 }
                 return Ok(());
@@ -181,7 +206,7 @@ impl Dispatcher<'_> {
             Err(error) => error,
         };
         let key = Key::Job(job_id.clone());
-        match self.judge(Stage::LinkRefresh, key, &error, job.attempts) {
+        match self.judge(Stage::LinkRefresh, key, &error) {
             Decision::Restart => self.render_again(job_id, &error)?,
             Decision::Retry { after, counted } => {
                 if counted {

@@ -1,5 +1,6 @@
 //! When to poll: the planners of each kind of stage, the stages whose first poll is still
-//! ahead, and what a poll's answer teaches them.
+//! ahead or not yet known (deferred while a cold planner probes), and what a poll's answer
+//! teaches them. The timings learned are written to the store for the next run.
 
 use std::collections::HashSet;
 
@@ -7,8 +8,10 @@ use tokio::time::Instant;
 
 use crate::akool::RemoteStatus;
 use crate::job::{JobId, VideoUrl};
-use crate::run::dispatch::Dispatcher;
-use crate::run::poll::PollPlanner;
+use crate::run::dispatch::agenda::{Call, Ticket, Wakeup};
+use crate::run::dispatch::{Dispatcher, RunError};
+use crate::run::poll::{FirstPoll, PollPlanner};
+use crate::timings::{self, Timings};
 
 /// When to poll: one planner per kind of stage, and the stages whose first poll is still
 /// ahead (what it finds tunes the planner).
@@ -17,11 +20,154 @@ pub(super) struct Polls {
     pub(super) render: PollPlanner,
     pub(super) first_analysis_polls: HashSet<VideoUrl>,
     pub(super) first_render_polls: HashSet<JobId>,
+    /// Stages submitted while their planner was cold and had handed out its probes: polled
+    /// once it learns when such stages finish.
+    deferred: Vec<Deferred>,
+    /// The planners learned something not yet written to the store.
+    learned: bool,
     /// Undocumented status values already reported (each is logged once).
-    pub(super) unknown_statuses: HashSet<i64>,
+    unknown_statuses: HashSet<i64>,
+}
+
+/// A stage waiting for its planner to know when to poll it first.
+struct Deferred {
+    /// Its poll (an analysis or task detail).
+    call: Call,
+    submitted: Instant,
+    ticket: Option<Ticket>,
+}
+
+impl Polls {
+    pub(super) fn new(
+        timings: Timings,
+        concurrency: usize,
+        settings: &crate::run::Settings,
+    ) -> Polls {
+        Polls {
+            analysis: PollPlanner::new(settings.analysis_poll, concurrency, timings.analysis),
+            render: PollPlanner::new(settings.render_poll, concurrency, timings.render),
+            first_analysis_polls: HashSet::new(),
+            first_render_polls: HashSet::new(),
+            deferred: Vec::new(),
+            learned: false,
+            unknown_statuses: HashSet::new(),
+        }
+    }
+
+    /// Stages wait for their first poll to be planned.
+    pub(super) fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// A planner learned from an answer.
+    pub(super) fn learned(&mut self) {
+        self.learned = true;
+    }
+
+    fn planner(&self, call: &Call) -> &PollPlanner {
+        match call {
+            Call::AnalysisDetail(_) | Call::Analyze(_) => &self.analysis,
+            _ => &self.render,
+        }
+    }
 }
 
 impl Dispatcher<'_> {
+    /// A stage was accepted by the service: plan its first poll (`call`), or defer it until
+    /// its planner knows when.
+    pub(super) fn schedule_first_poll(&mut self, call: Call, ticket: Option<Ticket>) {
+        let planner = match call {
+            Call::AnalysisDetail(_) => &mut self.polls.analysis,
+            _ => &mut self.polls.render,
+        };
+        let now = Instant::now();
+        match planner.first_poll() {
+            FirstPoll::After(delay) => {
+                match &call {
+                    Call::AnalysisDetail(video_url) => {
+                        self.polls.first_analysis_polls.insert(video_url.clone());
+                    }
+                    Call::TaskDetail(job_id) => {
+                        self.polls.first_render_polls.insert(job_id.clone());
+                    }
+                    _ => {}
+                }
+                self.agenda
+                    .push_timer(now, delay, Wakeup::Call(call, ticket));
+            }
+            FirstPoll::Probe(delay) => {
+                tracing::debug!(?call, "probing a stage early to learn the service's timing");
+                self.agenda
+                    .push_timer(now, delay, Wakeup::Call(call, ticket));
+            }
+            FirstPoll::Defer => self.polls.deferred.push(Deferred {
+                call,
+                submitted: now,
+                ticket,
+            }),
+        }
+    }
+
+    /// Plan the first poll of every deferred stage whose planner now knows when.
+    pub(super) fn release_deferred(&mut self) {
+        if self.polls.deferred.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for deferred in std::mem::take(&mut self.polls.deferred) {
+            let age = now.saturating_duration_since(deferred.submitted);
+            match self.polls.planner(&deferred.call).deferred_due(age) {
+                Some(delay) => {
+                    self.agenda
+                        .push_timer(now, delay, Wakeup::Call(deferred.call, deferred.ticket))
+                }
+                None => self.polls.deferred.push(deferred),
+            }
+        }
+    }
+
+    /// When a deferred stage becomes due even if nothing is learned meanwhile (it outgrew the
+    /// probes' horizon), so the loop wakes for it.
+    pub(super) fn deferred_wake(&self) -> Option<Instant> {
+        self.polls
+            .deferred
+            .iter()
+            .map(|deferred| {
+                let horizon = self.polls.planner(&deferred.call).cold_horizon();
+                deferred.submitted + horizon.unwrap_or_default()
+            })
+            .min()
+    }
+
+    /// Write what the planners learned to the store (durable with the next flush), for the
+    /// next run or resume on this database.
+    pub(super) fn save_timings(&mut self) -> Result<(), RunError> {
+        if !self.polls.learned {
+            return Ok(());
+        }
+        self.polls.learned = false;
+        timings::save(self.store, &self.learned_timings())?;
+        self.flush_soon();
+        Ok(())
+    }
+
+    /// What the planners know of the service's stages.
+    pub(super) fn learned_timings(&self) -> Timings {
+        Timings {
+            analysis: self.polls.analysis.learned(),
+            render: self.polls.render.learned(),
+        }
+    }
+
+    /// How long one wave of renders (`--concurrency` jobs) is expected to take, once known:
+    /// the progress display's ETA before any job of this run finished.
+    pub(super) fn wave_estimate(&self) -> Option<(std::time::Duration, usize)> {
+        self.polls
+            .render
+            .is_calibrated()
+            .then(|| (self.polls.render.typical(), self.settings.concurrency))
+    }
+
     /// Log an undocumented status value once; it counts as still running.
     pub(super) fn note_unknown_status(&mut self, status: RemoteStatus) {
         if let RemoteStatus::Unknown(code) = status {

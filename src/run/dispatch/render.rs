@@ -5,8 +5,6 @@
 //! after its `submitting` intent is flushed**, and its task id is flushed in the turn it
 //! arrives.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use crate::akool::{ApiError, CreateTask, RemoteStatus, Task};
@@ -87,13 +85,7 @@ impl Dispatcher<'_> {
                 // turn's flush, before anything else is started.
                 self.flush_soon();
                 self.commit.after_flush.push(crash::CREATE_STORED);
-                let delay = self.polls.render.next_delay(Duration::ZERO, 0.0, draw());
-                self.polls.first_render_polls.insert(job_id.clone());
-                self.agenda.push_timer(
-                    Instant::now(),
-                    delay,
-                    Wakeup::Call(Call::TaskDetail(job_id), ticket),
-                );
+                self.schedule_first_poll(Call::TaskDetail(job_id), ticket);
                 return Ok(());
             }
             Err(error) => error,
@@ -115,7 +107,7 @@ impl Dispatcher<'_> {
             }
         }
         let key = Key::Job(job_id.clone());
-        match self.judge(Stage::Create, key, &error, job.attempts) {
+        match self.judge(Stage::Create, key, &error) {
             Decision::Ambiguous {
                 hold,
                 after,
@@ -220,6 +212,8 @@ impl Dispatcher<'_> {
             (RemoteStatus::Completed, Some(url)) => {
                 drop(ticket);
                 self.polls.render.record(elapsed);
+                self.polls.learned();
+                self.release_deferred();
                 job.apply(
                     Event::Rendered {
                         output_url: Some(url),
@@ -245,6 +239,10 @@ impl Dispatcher<'_> {
             }
             (status, _) => {
                 self.note_unknown_status(status);
+                if status.is_running() {
+                    self.polls.render.observe_running(elapsed, task.progress);
+                    self.release_deferred();
+                }
                 let delay = self.polls.render.next_delay(elapsed, task.progress, draw());
                 self.agenda.push_timer(
                     Instant::now(),
@@ -264,7 +262,7 @@ impl Dispatcher<'_> {
     ) -> Result<(), RunError> {
         let mut job = self.jobs.load(&job_id)?;
         let key = Key::Job(job_id.clone());
-        match self.judge(Stage::RenderPoll, key, &error, job.attempts) {
+        match self.judge(Stage::RenderPoll, key, &error) {
             Decision::Restart => {
                 drop(ticket);
                 self.render_again(job_id, &error)?;

@@ -35,6 +35,7 @@ struct ViewRequest {
     flagged: usize,
     live: bool,
     outage: Option<ServiceOutage>,
+    timings: Vec<String>,
 }
 
 impl StatusWriter {
@@ -48,7 +49,14 @@ impl StatusWriter {
 
     /// Start writing the view unless the previous write is still under way (the next tick
     /// catches up).
-    fn write(&mut self, jobs: &Jobs, store: &Store, live: bool, outage: Option<ServiceOutage>) {
+    fn write(
+        &mut self,
+        jobs: &Jobs,
+        store: &Store,
+        live: bool,
+        outage: Option<ServiceOutage>,
+        timings: Vec<String>,
+    ) {
         if self
             .writing
             .as_ref()
@@ -58,6 +66,7 @@ impl StatusWriter {
         }
         let mut request = view_request(jobs, live);
         request.outage = outage;
+        request.timings = timings;
         let store = store.clone();
         let db_path = self.db_path.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
@@ -87,7 +96,9 @@ impl Dispatcher<'_> {
 
     pub(super) fn on_tick(&mut self) {
         let outage = self.outage();
-        self.status.write(&self.jobs, self.store, true, outage);
+        let timings = self.learned_timings().describe();
+        self.status
+            .write(&self.jobs, self.store, true, outage, timings);
         let now = Instant::now();
         let figures = ProgressFigures {
             states: self.jobs.counts(),
@@ -96,6 +107,7 @@ impl Dispatcher<'_> {
             effective_rate: self.pacer.effective_rate(),
             cooling_for: self.pacer.cooling_until(now).map(|until| until - now),
             outage: self.outage(),
+            wave: self.wave_estimate(),
         };
         self.status.progress.update(&figures);
     }
@@ -125,6 +137,7 @@ fn view_request(jobs: &Jobs, live: bool) -> ViewRequest {
         flagged: jobs.flagged(),
         live,
         outage: None,
+        timings: Vec::new(),
     }
 }
 
@@ -150,6 +163,7 @@ fn write_view(store: &Store, db_path: &std::path::Path, request: ViewRequest) {
     snapshot.possible_duplicates = request.flagged;
     snapshot.pid = request.live.then(std::process::id);
     snapshot.service_unavailable = request.outage;
+    snapshot.timings = request.timings;
     if let Err(error) = view::write_snapshot(db_path, &snapshot) {
         tracing::debug!("could not write the status view: {error}");
     }

@@ -86,7 +86,7 @@ fn settings(dir: &Path, concurrency: usize) -> Settings {
     let poll = PollPolicy {
         min: Duration::from_millis(100),
         max: Duration::from_secs(5),
-        initial_guess: Duration::from_secs(1),
+        hint: Some(Duration::from_secs(1)),
     };
     Settings {
         out_dir: dir.join("out"),
