@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod job;
 mod manifest;
+mod preflight;
 mod pressure;
 mod run_pipeline;
 mod security;
