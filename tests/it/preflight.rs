@@ -21,7 +21,7 @@ use crate::support;
 // ---------------------------------------------------------------------------------------------
 // A loopback file server that counts what it sends.
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Mode {
     /// Honours a single Range (206 + Content-Range).
     Ranges,
@@ -33,6 +33,8 @@ enum Mode {
     Stall,
     /// Answers 503 after this many milliseconds.
     Slow(u64),
+    /// Answers 302 to this location.
+    Redirect(String),
 }
 
 struct FileServer {
@@ -60,6 +62,10 @@ impl FileServer {
     /// Serve `body` at every path until the test's runtime ends.
     async fn start(body: Vec<u8>, mode: Mode) -> FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        FileServer::serve(listener, body, mode)
+    }
+
+    fn serve(listener: TcpListener, body: Vec<u8>, mode: Mode) -> FileServer {
         let addr = listener.local_addr().unwrap();
         let server = FileServer {
             addr,
@@ -80,6 +86,7 @@ impl FileServer {
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let body = body.clone();
+                let mode = mode.clone();
                 let counters = counters.clone();
                 let open = open.clone();
                 open.fetch_add(1, Ordering::SeqCst);
@@ -144,6 +151,13 @@ async fn answer(mut socket: TcpStream, body: &[u8], mode: Mode, counters: &Count
     let (status, start, end) = match mode {
         Mode::Stall => {
             tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+        Mode::Redirect(location) => {
+            let reply = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
             return;
         }
         Mode::Slow(millis) => {
@@ -438,6 +452,34 @@ async fn statuses_that_say_nothing_about_the_file_are_undecided() {
             }
         );
     }
+}
+
+#[tokio::test]
+async fn redirects_are_followed_five_times_and_only_to_http() {
+    let file = FileServer::start(fixture("video-10s-moov-first.mp4"), Mode::Ranges).await;
+    let hop = FileServer::start(Vec::new(), Mode::Redirect(file.url("/v.mp4"))).await;
+    let (verdict, _) = check_video(quick(), &hop.url("/v.mp4")).await;
+    assert_eq!(verdict, Verdict::valid_for_test("MP4/MOV video, 10.0 s"));
+
+    // A loop (a relative Location to itself): the sixth redirect is refused.
+    let looping = FileServer::start(Vec::new(), Mode::Redirect("/again".into())).await;
+    let (verdict, _) = check_video(quick(), &looping.url("/v.mp4")).await;
+    assert_undecided(&verdict, "redirect");
+    assert_eq!(
+        looping.spent().requests,
+        6,
+        "the first request and five redirects"
+    );
+
+    let to_ftp = FileServer::start(
+        Vec::new(),
+        Mode::Redirect("ftp://files.example/v.mp4".into()),
+    )
+    .await;
+    let check = checker(quick())
+        .check(Target::face(to_ftp.url("/f.jpg")))
+        .await;
+    assert_undecided(&check.verdict, "ftp");
 }
 
 #[tokio::test]
