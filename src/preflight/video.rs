@@ -3,8 +3,9 @@
 //! The first request reads the file's first [`PreflightConfig::read_bytes`]. If they are an
 //! MP4/MOV file, the top-level boxes are walked (`boxes.rs`); when the `moov` box is not in
 //! what was read, the next request starts exactly at the next box header the walk needs (the
-//! end of an `mdat`, typically), and once the `moov` header is found the rest of the `moov` is
-//! fetched exactly, up to [`PreflightConfig::max_moov_bytes`]. The file's length comes from
+//! end of an `mdat`, typically), and once the `moov` header is found the `moov` is fetched
+//! from there, exactly, until its `mvhd` is in hand (at most
+//! [`PreflightConfig::max_moov_bytes`]). The file's length comes from
 //! `Content-Range`. A server that ignores Range and sends the whole file is read only up to
 //! the first limit; then the connection is dropped.
 
@@ -102,7 +103,10 @@ impl VideoCheck<'_> {
         }
     }
 
-    /// Read the moov box, part of which may be in `window`, and judge its duration.
+    /// Read the moov box, part of which may be in `window`, and judge its duration. The
+    /// `mvhd` comes first in every muxer's output, so a long `moov` (an hour of video has
+    /// megabytes of sample tables) is read in two steps: up to `read_bytes` of it, and the
+    /// rest only if the `mvhd` was not in that.
     async fn read_moov(&mut self, header: BoxHeader, window: Piece, total: Option<u64>) -> Verdict {
         let moov_len = header
             .end(total)
@@ -111,12 +115,22 @@ impl VideoCheck<'_> {
         let from = (header.offset - window.start) as usize;
         let mut moov = window.body[from..].to_vec();
         moov.truncate(usize::try_from(want).unwrap_or(usize::MAX));
+        let mut reads = 0;
         while (moov.len() as u64) < want {
+            if let Ok(duration) = boxes::movie_duration(&moov, &header) {
+                return self.judge(duration.seconds());
+            }
             if window.whole {
                 return self.range_ignored();
             }
             let at = header.offset + moov.len() as u64;
-            let piece = match self.fetch_more(at, want - moov.len() as u64).await {
+            let rest = want - moov.len() as u64;
+            let len = if reads == 0 {
+                rest.min(self.config.read_bytes)
+            } else {
+                rest
+            };
+            let piece = match self.fetch_more(at, len).await {
                 Ok(piece) => piece,
                 Err(stop) => return stop,
             };
@@ -124,6 +138,7 @@ impl VideoCheck<'_> {
                 break;
             }
             moov.extend_from_slice(&piece.body);
+            reads += 1;
         }
         match boxes::movie_duration(&moov, &header) {
             Ok(duration) => self.judge(duration.seconds()),

@@ -344,17 +344,40 @@ async fn a_moov_after_the_first_bytes_is_fetched_exactly() {
     assert_eq!(spent.requests, 2);
     assert_eq!(spent.bytes, 4096 + MOOV_LAST_LEN);
 
-    // A moov that starts in the first read and ends after it: only the rest is fetched.
+    // An mvhd that starts in the first read and ends after it: the moov is read on from there,
+    // a first read's worth, then the rest of it exactly.
     let config = PreflightConfig {
-        read_bytes: 1024,
+        read_bytes: 64,
         ..quick()
     };
     let server = FileServer::start(fixture("video-10s-moov-first.mp4"), Mode::Ranges).await;
     let (verdict, spent) = check_video(config, &server.url("/v.mp4")).await;
     assert_eq!(verdict, Verdict::valid_for_test("MP4/MOV video, 10.0 s"));
     assert_eq!(server.spent(), spent);
-    assert_eq!(spent.requests, 2);
+    assert_eq!(spent.requests, 3);
     assert_eq!(spent.bytes, 32 + 3732, "ftyp and moov, nothing more");
+}
+
+#[tokio::test]
+async fn a_long_moov_is_read_only_as_far_as_its_mvhd() {
+    // The moov-last fixture with 1 MiB of `free` before its moov, and its moov grown by a
+    // 2 MiB `free` child after the mvhd (as an hour of sample tables would grow it).
+    let original = fixture("video-8s-moov-last.mp4");
+    let mut moov = original[MOOV_LAST_OFFSET..].to_vec();
+    moov.extend(free_box(2 * 1024 * 1024));
+    let moov_len = moov.len() as u32;
+    moov[..4].copy_from_slice(&moov_len.to_be_bytes());
+    let mut file = original[..MOOV_LAST_OFFSET].to_vec();
+    file.extend(free_box(1024 * 1024));
+    file.extend(moov);
+    let server = FileServer::start(file, Mode::Ranges).await;
+    let config = quick();
+    let read = config.read_bytes;
+    let (verdict, spent) = check_video(config, &server.url("/v.mp4")).await;
+    assert_eq!(verdict, Verdict::valid_for_test("MP4/MOV video, 8.0 s"));
+    assert_eq!(server.spent(), spent);
+    assert_eq!(spent.requests, 2);
+    assert_eq!(spent.bytes, 2 * read);
 }
 
 #[tokio::test]
