@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod job;
 pub mod logging;
 pub mod manifest;
+pub mod preflight;
 pub mod retry;
 pub mod run;
 pub mod secret;

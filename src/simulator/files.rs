@@ -191,7 +191,7 @@ pub(super) fn etag_of(task_id: &str, length: u64) -> String {
 }
 
 /// A single `bytes=N-` or `bytes=N-M` range as (first, last inclusive).
-fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
+pub(super) fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
     let spec = value.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;

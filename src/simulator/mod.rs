@@ -9,18 +9,23 @@
 //! ids) comes from one generator seeded by `--seed`, so a run is reproducible for a given
 //! order of requests.
 //!
-//! Layout: `state` holds the records and counters, `api` the five API endpoints and the gate
-//! in front of them (faults, auth, throttling), `files` the file host.
+//! Layout: `state` holds the records and counters, `knobs` the flags, `gate` what every API
+//! call passes first (counting, faults, auth, throttling), `api` the five endpoints with
+//! `analyses` and `tasks` behind them, `files` the file host, `media` the source videos and
+//! faces preflight checks read.
 
 mod analyses;
 mod api;
 mod files;
 mod gate;
 mod knobs;
+mod media;
 mod state;
 mod tasks;
 
 pub use knobs::{OutageWindow, SimKnobs, ThrottleMode};
+
+pub use media::{Content as MediaContent, Layout as MediaLayout, mp4_video};
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -62,6 +67,19 @@ pub struct Stats {
     /// Processing time of the work, and how long finished work went unnoticed.
     #[serde(default)]
     pub timing: Timing,
+    /// Source media served under `/media/` (preflight's reads).
+    #[serde(default)]
+    pub media: MediaCounts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MediaCounts {
+    /// Requests under `/media/`, HEAD and 404 included.
+    pub requests: u64,
+    /// Of those, answered 206 (a Range honoured).
+    pub partial: u64,
+    /// Body bytes handed to connections.
+    pub bytes: u64,
 }
 
 /// Where the time of remote work went, summed in milliseconds: processing (the part no
@@ -262,6 +280,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/open/v4/headswap/task/detail", get(api::task_detail))
         .route("/_sim/files/{file}", get(files::download))
         .route("/_sim/previews/{analysis}/{file}", get(files::preview))
+        .route("/media/{*name}", get(media::serve))
         .route("/_sim/stats", get(stats))
         .route("/_sim/credits", post(add_credits))
         .with_state(shared)

@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod job;
 mod manifest;
+mod preflight;
 mod pressure;
 mod resilience;
 mod run_pipeline;
