@@ -1,6 +1,7 @@
 //! The integration suite: one binary, one module per area.
 
 mod akool;
+mod browser;
 mod cli_check;
 mod crash;
 mod crash_points;
@@ -10,6 +11,7 @@ mod hostile;
 mod job;
 mod manifest;
 mod pressure;
+mod report;
 mod run_pipeline;
 mod security;
 mod simulator;
