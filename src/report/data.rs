@@ -51,7 +51,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            players: 60,
+            players: 24,
             timeline_rows: 60,
             mapping_cards: 40,
             table_rows: 200,

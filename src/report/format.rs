@@ -3,7 +3,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-/// A duration for people: `0.4 s`, `12 s`, `3 min 05 s`, `2 h 10 min`, `3 d 4 h`.
+/// A duration for people: `0.4 s`, `12 s`, `3 min 05 s`, `5 min`, `2 h 10 min`, `3 d 4 h`.
 pub fn duration(ms: u64) -> String {
     let seconds = ms / 1000;
     match ms {
@@ -16,8 +16,11 @@ pub fn duration(ms: u64) -> String {
             }
         }
         10_000..60_000 => format!("{seconds} s"),
+        60_000..3_600_000 if seconds % 60 == 0 => format!("{} min", seconds / 60),
         60_000..3_600_000 => format!("{} min {:02} s", seconds / 60, seconds % 60),
+        3_600_000..86_400_000 if seconds / 60 % 60 == 0 => format!("{} h", seconds / 3600),
         3_600_000..86_400_000 => format!("{} h {:02} min", seconds / 3600, seconds / 60 % 60),
+        _ if seconds / 3600 % 24 == 0 => format!("{} d", seconds / 86_400),
         _ => format!("{} d {} h", seconds / 86_400, seconds / 3600 % 24),
     }
 }
@@ -96,6 +99,8 @@ mod tests {
             (9_960, "10 s"),
             (12_400, "12 s"),
             (185_000, "3 min 05 s"),
+            (300_000, "5 min"),
+            (7_200_000, "2 h"),
             (7_800_000, "2 h 10 min"),
             (100_000_000, "1 d 3 h"),
         ];

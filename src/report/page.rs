@@ -392,7 +392,12 @@ fn every_job(data: &ReportData) -> Markup {
                                 (extra_cells(data, job))
                                 td.reason {
                                     @match (&job.output, &job.error) {
-                                        (Some(OutputLocation::File(path)), _) => { (path) }
+                                        (Some(OutputLocation::File(path)), _) => {
+                                            @match SafeUrl::relative_path(path) {
+                                                Some(url) => { a href=(url) { (path) } }
+                                                None => { (path) }
+                                            }
+                                        }
                                         (Some(OutputLocation::Url(url)), _) => { (link_or_text(url)) }
                                         (None, Some(error)) => { (error) }
                                         (None, None) => { span.muted { "—" } }
@@ -429,7 +434,7 @@ fn chips(job: &ReportJob) -> Markup {
 fn extra_cells(data: &ReportData, job: &ReportJob) -> Markup {
     html! {
         @for column in &data.extra_columns {
-            td { (job.extra.iter().find(|(name, _)| name == column).map_or("", |(_, value)| value.as_str())) }
+            td.extra { (job.extra.iter().find(|(name, _)| name == column).map_or("", |(_, value)| value.as_str())) }
         }
     }
 }

@@ -140,8 +140,9 @@ pub fn figure(data: &ReportData) -> Markup {
         .max()
         .unwrap_or(start);
     let axis = Axis::new(start, end);
+    let aggregated = lives.len() > data.limits.timeline_rows;
     html! {
-        @if lives.len() <= data.limits.timeline_rows {
+        @if !aggregated {
             (rows(&lives, &axis))
         } @else {
             p.muted {
@@ -150,7 +151,7 @@ pub fn figure(data: &ReportData) -> Markup {
             }
             (lanes(&lives, &axis))
         }
-        (legend())
+        (legend(aggregated))
         (stage_table(&lives))
     }
 }
@@ -351,7 +352,16 @@ fn band_at(job: &ReportJob, spans: &[Span], at_ms: u64) -> Option<Band> {
     })
 }
 
-fn legend() -> Markup {
+/// The stages' colours, then the outcomes': one dot per final state on rows, two bands in
+/// the aggregated chart.
+fn legend(aggregated: bool) -> Markup {
+    const OUTCOMES: [JobState; 5] = [
+        JobState::Done,
+        JobState::Failed,
+        JobState::NeedsMapping,
+        JobState::Expired,
+        JobState::Held,
+    ];
     html! {
         ul.legend {
             @for stage in Stage::ALL {
@@ -360,8 +370,14 @@ fn legend() -> Markup {
                     (stage.name())
                 }
             }
-            li { span.dot.s-done {} "done" }
-            li { span.dot.s-failed {} "ended otherwise (failed, needs mapping, expired, held)" }
+            @if aggregated {
+                li { span.swatch.end-band.s-done {} "done" }
+                li { span.swatch.end-band.s-failed {} "ended otherwise (failed, needs mapping, expired, held)" }
+            } @else {
+                @for state in OUTCOMES {
+                    li { span class={ "dot s-" (state.as_str()) } {} (state.as_str().replace('_', " ")) }
+                }
+            }
         }
     }
 }
@@ -389,7 +405,7 @@ fn stage_table(lives: &[(&ReportJob, Vec<Span>)]) -> Markup {
                         @let share = list.iter().sum::<u64>() as f64 / grand_total as f64;
                         tr {
                             td { span class={ "swatch st-" (stage.name()) } {} (stage.name()) }
-                            td.num { (list.len()) }
+                            td.num { (count(list.len())) }
                             td.num { (duration(percentile(list, 50))) }
                             td.num { (duration(percentile(list, 90))) }
                             td {
