@@ -16,6 +16,7 @@ pub mod job;
 pub mod logging;
 pub mod manifest;
 pub mod preflight;
+pub mod report;
 pub mod retry;
 pub mod run;
 pub mod secret;

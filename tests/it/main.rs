@@ -2,6 +2,7 @@
 
 mod akool;
 mod architecture;
+mod browser;
 mod cli_check;
 mod crash;
 mod crash_points;
@@ -12,6 +13,7 @@ mod job;
 mod manifest;
 mod preflight;
 mod pressure;
+mod report;
 mod resilience;
 mod run_pipeline;
 mod security;
