@@ -12,6 +12,7 @@ pub mod exit;
 pub mod job;
 pub mod logging;
 pub mod manifest;
+pub mod objstore;
 pub mod retry;
 pub mod run;
 pub mod secret;
