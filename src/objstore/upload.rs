@@ -137,6 +137,19 @@ impl ObjectStorage {
                                 return Err(StorageError::UploadGone { detail }.into());
                             }
                         }
+                        Err(Failure::Upload(
+                            error @ UploadError::Download(DownloadError::Refused { .. }),
+                        )) => {
+                            // The output can never be read as planned: nothing to resume.
+                            self.abort_upload(&record.key, &upload_id).await.ok();
+                            emit(
+                                record,
+                                UploadEvent::Restarted {
+                                    reason: error.to_string(),
+                                },
+                            )?;
+                            return Err(error);
+                        }
                         Err(Failure::Upload(error)) => return Err(error),
                     }
                 }
@@ -285,7 +298,10 @@ impl ObjectStorage {
         let mut offset = body.start;
         let mut number = (offset / plan.part_size) as u32 + 1;
         let mut buffer = BytesMut::new();
-        let mut in_flight: JoinSet<Result<PartRecord, Failure>> = JoinSet::new();
+        // Buffers of parts sent, used again: an upload holds the same few part-sized buffers
+        // from start to end (allocating one per part let the allocator keep freed ones).
+        let mut spare: Vec<BytesMut> = Vec::new();
+        let mut in_flight: JoinSet<Result<SentPart, Failure>> = JoinSet::new();
         while number <= last {
             let Some(mut chunk) = body.chunk().await.map_err(UploadError::from)? else {
                 break;
@@ -297,6 +313,7 @@ impl ObjectStorage {
                 let wanted = missing.contains(&number);
                 if wanted {
                     if buffer.is_empty() {
+                        buffer = spare.pop().unwrap_or_default();
                         buffer.reserve((end - start) as usize);
                     }
                     buffer.extend_from_slice(&piece);
@@ -306,8 +323,9 @@ impl ObjectStorage {
                 }
                 if wanted {
                     while in_flight.len() >= self.options.parts_in_flight {
-                        let part = joined(in_flight.join_next().await)?;
-                        on_part(part)?;
+                        let sent = joined(in_flight.join_next().await)?;
+                        spare.extend(sent.buffer);
+                        on_part(sent.part)?;
                     }
                     let data = std::mem::take(&mut buffer).freeze();
                     let part = PartToSend {
@@ -321,12 +339,14 @@ impl ObjectStorage {
                 }
                 number += 1;
                 while let Some(done) = in_flight.try_join_next() {
-                    on_part(joined(Some(done))?)?;
+                    let sent = joined(Some(done))?;
+                    spare.extend(sent.buffer);
+                    on_part(sent.part)?;
                 }
             }
         }
         while let Some(done) = in_flight.join_next().await {
-            on_part(joined(Some(done))?)?;
+            on_part(joined(Some(done))?.part)?;
         }
         if number <= last {
             // The body ended before the parts did (the length check makes this unreachable).
@@ -345,7 +365,7 @@ impl ObjectStorage {
         &self,
         part: PartToSend,
         data: Bytes,
-    ) -> impl std::future::Future<Output = Result<PartRecord, Failure>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<SentPart, Failure>> + Send + 'static {
         let s3 = self.s3.clone();
         let scrubber = self.scrubber.clone();
         let PartToSend {
@@ -367,6 +387,7 @@ impl ObjectStorage {
                     "part {number} (bytes {start}..{end}) differs from the output first read"
                 )));
             }
+            let kept = data.clone();
             let part = s3
                 .put_part(
                     &path,
@@ -376,11 +397,19 @@ impl ObjectStorage {
                 )
                 .await
                 .map_err(|e| UploadError::from(classify_object_store(&e, &scrubber)))?;
-            Ok(PartRecord {
-                number,
-                etag: part.content_id,
-                start,
-                end,
+            // The request is done with the bytes: take the buffer back if nothing else holds it.
+            let buffer = kept.try_into_mut().ok().map(|mut buffer| {
+                buffer.clear();
+                buffer
+            });
+            Ok(SentPart {
+                part: PartRecord {
+                    number,
+                    etag: part.content_id,
+                    start,
+                    end,
+                },
+                buffer,
             })
         }
     }
@@ -513,9 +542,15 @@ impl From<StorageError> for Failure {
     }
 }
 
+/// A part stored, and its buffer to fill again.
+struct SentPart {
+    part: PartRecord,
+    buffer: Option<BytesMut>,
+}
+
 fn joined(
-    outcome: Option<Result<Result<PartRecord, Failure>, tokio::task::JoinError>>,
-) -> Result<PartRecord, Failure> {
+    outcome: Option<Result<Result<SentPart, Failure>, tokio::task::JoinError>>,
+) -> Result<SentPart, Failure> {
     match outcome {
         Some(Ok(result)) => result,
         Some(Err(e)) => {

@@ -372,41 +372,61 @@ async fn an_interrupted_upload_resumes_with_the_missing_parts_only() {
 async fn a_completion_that_was_not_recorded_is_recognised() {
     let server = S3Server::start(&[BUCKET], 1000).await;
     let sim = simulator(TWO_PARTS, |_| {}).await;
-    let storage = storage(&server, "s3://renders/", options(2));
+    let storage = storage(&server, "s3://renders/", options(1));
     let (task_id, url) = rendered(&sim, 1).await.remove(0);
-    // Keep the record as it was just before the completion was reported.
-    let before_completion = Arc::new(Mutex::new(None));
-    let keep = before_completion.clone();
+    // Every record the caller was handed, as a database may have stored it.
+    let snapshots = Arc::new(Mutex::new(Vec::new()));
+    let keep = snapshots.clone();
     let mut record = UploadRecord::new("job.mp4");
-    let mut last = record.clone();
     storage
         .upload(
             &reqwest::Client::new(),
             &source(&url),
             &mut record,
-            move |event: &UploadEvent, now: &UploadRecord| {
-                if matches!(event, UploadEvent::Completed(_)) {
-                    *keep.lock().unwrap() = Some(last.clone());
-                }
-                last = now.clone();
-            },
+            move |_: &UploadEvent, now: &UploadRecord| keep.lock().unwrap().push(now.clone()),
         )
         .await
         .unwrap();
-    let mut stale = before_completion.lock().unwrap().clone().unwrap();
-    assert_eq!(stale.phase.name(), "uploading");
+    let snapshots = snapshots.lock().unwrap().clone();
+    let uploading: Vec<_> = snapshots
+        .iter()
+        .filter(|r| r.phase.name() == "uploading")
+        .collect();
+    // The last record before the completion: every part recorded, the object already there.
+    let mut all_parts = uploading.last().unwrap().to_owned().clone();
     let served = sim.stats().downloads.served;
     let object = storage
         .upload(
             &reqwest::Client::new(),
             &source(&url),
-            &mut stale,
+            &mut all_parts,
             |_, _| {},
         )
         .await
         .unwrap();
     assert_stored(&server, &object, &task_id, TWO_PARTS);
     assert_eq!(sim.stats().downloads.served, served, "nothing read again");
+    // A record stored before the last part was: the part is read again, its upload is gone,
+    // and the object is found complete.
+    let mut one_part = uploading
+        .iter()
+        .find(|r| matches!(&r.phase, UploadPhase::Uploading { parts, .. } if parts.len() == 1))
+        .unwrap()
+        .to_owned()
+        .clone();
+    let again = storage
+        .upload(
+            &reqwest::Client::new(),
+            &source(&url),
+            &mut one_part,
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.sha256, object.sha256);
+    assert!(one_part.is_complete());
+    assert_stored(&server, &again, &task_id, TWO_PARTS);
+    assert!(storage.pending_uploads().await.unwrap().is_empty());
 }
 
 #[tokio::test]
