@@ -3,7 +3,8 @@
 //! and the commands are copied into BENCHMARKS.md.
 //!
 //! `BENCH_QUICK=1` shrinks every workload (for a smoke run); `BENCH_ONLY=efficiency,overhead,
-//! scale,downloads` picks sections; `BENCH_SCENARIO=faces` picks efficiency scenarios by name.
+//! scale,downloads,upload` picks sections; `BENCH_SCENARIO=faces` picks efficiency scenarios by
+//! name.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,15 +13,25 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use headswap_batch::demo::simulator_run_config;
+use headswap_batch::objstore::{
+    Destination, ObjectStorage, OutputSource, S3Env, UploadOptions, UploadRecord,
+};
 use headswap_batch::run::download::{self, DownloadRequest};
 use headswap_batch::run::run_batch;
 use headswap_batch::simulator::{SimKnobs, Simulator};
 use tokio_util::sync::CancellationToken;
 
+#[path = "../tests/it/s3_server.rs"]
+mod s3_server;
+
 const KEY: &str = "bench-key";
 const BINARY: &str = env!("CARGO_BIN_EXE_headswap-batch");
 
 fn main() {
+    if std::env::var_os(S3_SERVER_ROLE).is_some() {
+        serve_s3_until_stdin_closes();
+        return;
+    }
     let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
@@ -44,6 +55,9 @@ fn main() {
     }
     if selected("downloads") {
         downloads(quick);
+    }
+    if selected("upload") {
+        upload(quick);
     }
 }
 
@@ -774,4 +788,251 @@ fn proc_status_kib(field: &str) -> u64 {
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Uploads to object storage.
+
+fn upload(quick: bool) {
+    println!(
+        "## 5. Uploads to object storage (s3s over s3s-fs on loopback in a child process; outputs \
+         streamed from disk by a minimal HTTP server)"
+    );
+    let count = 8;
+    let size: u64 = if quick { 24 << 20 } else { 100 << 20 };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sources = dir.path().join("sources");
+    std::fs::create_dir(&sources).unwrap();
+    for index in 0..count {
+        write_file(&sources.join(format!("out-{index}.mp4")), size);
+    }
+    let rt = runtime();
+    let base = rt.block_on(serve_files(sources.clone()));
+    // The server runs in its own process, so that this process's memory and CPU are the
+    // client's alone.
+    let server = S3ServerProcess::spawn();
+    let env = S3Env::from_vars([
+        ("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY.to_string()),
+        ("AWS_REGION", s3_server::REGION.to_string()),
+        ("AWS_ENDPOINT_URL", server.endpoint.clone()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ]);
+    let options = UploadOptions::default();
+    let storage = std::sync::Arc::new(
+        ObjectStorage::new(
+            Destination::parse("s3://bench/outputs/").unwrap(),
+            &env,
+            options,
+        )
+        .expect("storage"),
+    );
+    rt.block_on(storage.probe()).expect("the probe passes");
+    let urls: Vec<String> = (0..count)
+        .map(|index| format!("{base}/out-{index}.mp4"))
+        .collect();
+    println!(
+        "{:<50} {:>8} {:>9} {:>15} {:>12}",
+        "measure", "MiB/s", "elapsed", "client CPU/GiB", "RSS growth"
+    );
+    let total = size * count as u64;
+    let total_mib = total as f64 / (1024.0 * 1024.0);
+    // Warm the page cache so neither side pays for the first read from disk.
+    let _ = rt.block_on(local_folder(&urls, &dir.path().join("warm")));
+    let _ = std::fs::remove_dir_all(dir.path().join("warm"));
+
+    let measure = |name: &str, run: &dyn Fn() -> Duration| {
+        let before = proc_status_kib("VmRSS");
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let cpu_before = cpu_seconds();
+        let elapsed = run();
+        let cpu = cpu_seconds() - cpu_before;
+        let growth = proc_status_kib("VmHWM").saturating_sub(before) as f64 / 1024.0;
+        println!(
+            "{:<50} {:>8.0} {:>8.2}s {:>14.2}s {:>9.1} MB",
+            name,
+            total_mib / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            cpu / (total as f64 / (1u64 << 30) as f64),
+            growth
+        );
+        growth
+    };
+    let label = |what: &str| format!("{what}, {count} x {} MiB at once", size >> 20);
+    let overhead = measure(&label("local folder (download path)"), &|| {
+        let out = dir.path().join("local");
+        let elapsed = rt.block_on(local_folder(&urls, &out));
+        let _ = std::fs::remove_dir_all(&out);
+        elapsed
+    });
+    let growth = measure(&label("s3s-fs (hashing read + multipart)"), &|| {
+        rt.block_on(to_object_storage(&storage, &urls, size))
+    });
+    let bound_mib = ((options.parts_in_flight as u64 + 1) * options.part_size * count as u64) >> 20;
+    // The runtime, the connections and hyper's buffers cost what the local path's run shows.
+    println!(
+        "bound: {count} outputs x ({} parts in flight + 1) x {} MiB = {bound_mib} MiB of part \
+         buffers whatever the file size ({} MiB here), + {overhead:.0} MB as on the local path; \
+         client RSS growth within it: {}",
+        options.parts_in_flight,
+        options.part_size >> 20,
+        size >> 20,
+        if growth <= bound_mib as f64 + overhead {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+    println!(
+        "server process (s3s + s3s-fs): peak RSS {:.0} MB, {:.2} s CPU per GiB uploaded \
+         (signature checks, MD5 of every part and of the whole object, writes and a copy)",
+        server.peak_rss_kib() as f64 / 1024.0,
+        server.cpu_seconds() / (total as f64 / (1u64 << 30) as f64)
+    );
+    println!();
+}
+
+/// Set in the child process that serves S3 for the upload section.
+const S3_SERVER_ROLE: &str = "HEADSWAP_BENCH_S3_SERVER";
+
+/// The child's side: serve on a free loopback port, print the endpoint, stop when stdin closes.
+fn serve_s3_until_stdin_closes() {
+    use std::io::Read;
+    let rt = runtime();
+    let server = rt.block_on(s3_server::S3Server::start(&["bench"], 1000));
+    println!("{}", server.endpoint());
+    std::io::stdout().flush().unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    drop(server);
+}
+
+/// This bench binary run as an S3 server; killed when dropped.
+struct S3ServerProcess {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3ServerProcess {
+    fn spawn() -> S3ServerProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe().expect("this bench"))
+            .env(S3_SERVER_ROLE, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the S3 server process starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the server prints its endpoint");
+        S3ServerProcess {
+            child,
+            endpoint: line.trim().to_string(),
+        }
+    }
+
+    /// User + system CPU seconds the server used so far (`/proc/PID/stat`, clock ticks).
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // SAFETY: sysconf reads a constant.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / per_second.max(1.0)
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find(|line| line.starts_with("VmHWM"))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for S3ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Download every URL into `out` in parallel through the existing download path.
+async fn local_folder(urls: &[String], out: &Path) -> Duration {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, url) in urls.iter().enumerate() {
+        let http = http.clone();
+        let request = DownloadRequest {
+            job_id: format!("job-{index}").into(),
+            url: url.clone(),
+            out_dir: out.to_path_buf(),
+            max_bytes: u64::MAX,
+            stall_timeout: Duration::from_secs(60),
+        };
+        tasks.spawn(async move { download::download(&http, &request, &mut None).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().expect("download");
+    }
+    started.elapsed()
+}
+
+/// Upload every URL to the store in parallel; check each object's length.
+async fn to_object_storage(
+    storage: &std::sync::Arc<ObjectStorage>,
+    urls: &[String],
+    size: u64,
+) -> Duration {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, url) in urls.iter().enumerate() {
+        let http = http.clone();
+        let storage = storage.clone();
+        let source = OutputSource {
+            url: url.clone(),
+            max_bytes: u64::MAX,
+            stall_timeout: Duration::from_secs(60),
+        };
+        tasks.spawn(async move {
+            let key = storage
+                .destination()
+                .key_for(&format!("job-{index}"))
+                .unwrap();
+            let mut record = UploadRecord::new(key);
+            storage.upload(&http, &source, &mut record, |_, _| {}).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let object = done.unwrap().expect("upload");
+        assert_eq!(object.bytes, size);
+    }
+    started.elapsed()
 }

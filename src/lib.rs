@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod job;
 pub mod logging;
 pub mod manifest;
+pub mod objstore;
 pub mod preflight;
 pub mod report;
 pub mod retry;

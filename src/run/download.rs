@@ -165,21 +165,7 @@ pub async fn download(
                 detail: "range not satisfiable; restarting the download".into(),
             });
         }
-        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE => {
-            return Err(DownloadError::LinkExpired {
-                status: status.as_u16(),
-            });
-        }
-        other if other.is_server_error() || other == StatusCode::TOO_MANY_REQUESTS => {
-            return Err(DownloadError::Transient {
-                detail: format!("HTTP {}", other.as_u16()),
-            });
-        }
-        other => {
-            return Err(DownloadError::Refused {
-                detail: format!("output download answered HTTP {}", other.as_u16()),
-            });
-        }
+        other => return Err(unusable_status(other)),
     };
     let Some(total) = total else {
         return Err(DownloadError::Transient {
@@ -351,14 +337,34 @@ fn start_writeback(file: &std::fs::File, from: u64) {
     let _ = (file, from);
 }
 
-fn transient(error: &reqwest::Error) -> DownloadError {
+/// What an answer other than 200, 206 or 416 to an output link means. Shared with the upload
+/// of outputs to object storage, which reads the same links.
+pub(crate) fn unusable_status(status: StatusCode) -> DownloadError {
+    match status {
+        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE => {
+            DownloadError::LinkExpired {
+                status: status.as_u16(),
+            }
+        }
+        other if other.is_server_error() || other == StatusCode::TOO_MANY_REQUESTS => {
+            DownloadError::Transient {
+                detail: format!("HTTP {}", other.as_u16()),
+            }
+        }
+        other => DownloadError::Refused {
+            detail: format!("output download answered HTTP {}", other.as_u16()),
+        },
+    }
+}
+
+pub(crate) fn transient(error: &reqwest::Error) -> DownloadError {
     // reqwest's Display includes the URL, whose query carries the signature: strip it.
     DownloadError::Transient {
         detail: error.without_url_string(),
     }
 }
 
-trait WithoutUrl {
+pub(crate) trait WithoutUrl {
     fn without_url_string(&self) -> String;
 }
 
@@ -385,7 +391,10 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-fn header_u64(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<u64> {
+pub(crate) fn header_u64(
+    response: &reqwest::Response,
+    name: reqwest::header::HeaderName,
+) -> Option<u64> {
     response
         .headers()
         .get(name)?
@@ -397,7 +406,7 @@ fn header_u64(response: &reqwest::Response, name: reqwest::header::HeaderName) -
 }
 
 /// `Content-Range: bytes START-END/TOTAL` → (START, TOTAL).
-fn content_range(response: &reqwest::Response) -> Option<(u64, Option<u64>)> {
+pub(crate) fn content_range(response: &reqwest::Response) -> Option<(u64, Option<u64>)> {
     let value = response.headers().get(CONTENT_RANGE)?.to_str().ok()?;
     let rest = value.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
