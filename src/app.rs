@@ -2,6 +2,8 @@
 //! (`config`), which goes to the module that carries the command out. Fatal errors are
 //! printed here; `main` only exits with the code.
 
+use clap::CommandFactory;
+
 use crate::cli::{Cli, Command};
 use crate::config;
 use crate::exit::{Exit, Fatal};
@@ -19,7 +21,7 @@ pub fn execute(cli: Cli) -> Exit {
 
 fn dispatch(cli: Cli) -> Result<Exit, Fatal> {
     match cli.command {
-        Command::Check(args) => crate::check::run(&args.manifest, args.json),
+        Command::Check(args) => crate::check::run(&args.manifest, args.json, args.preflight),
         Command::Status(args) => crate::view::status(&cli.db, args.json),
         Command::Export(args) => crate::view::export(&cli.db, args.out.as_deref()),
         Command::Simulate(args) => crate::simulator::run_cli(args.listen, args.knobs),
@@ -32,6 +34,21 @@ fn dispatch(cli: Cli) -> Result<Exit, Fatal> {
         Command::Retry(args) => {
             let request = config::retry_request(&args)?;
             crate::retry::command(&cli.db, &request)
+        }
+        Command::Report(args) => crate::view::report(&cli.db, &args.out),
+        Command::Completions(args) => {
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "headswap-batch", &mut out);
+            crate::view::write_stdout(&out)?;
+            Ok(Exit::Success)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(|error| Fatal::new("cannot write the man page").cause(error))?;
+            crate::view::write_stdout(&out)?;
+            Ok(Exit::Success)
         }
     }
 }

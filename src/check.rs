@@ -1,5 +1,6 @@
-//! `headswap-batch check MANIFEST [--json]`: validate a manifest without touching the
-//! database or the network.
+//! `headswap-batch check MANIFEST [--json] [--preflight]`: validate a manifest without
+//! touching the database; with `--preflight`, also check every video and face URL over the
+//! network (no API call, nothing bought), and list the rows a definitive check dooms.
 //!
 //! Text output: a summary line (`N jobs on M distinct videos, K invalid`), then one line per
 //! invalid job: `line N (id X): reason`. `--json` prints one line:
@@ -14,20 +15,32 @@ use serde::Serialize;
 
 use crate::exit::{Exit, Fatal};
 use crate::manifest::{self, Manifest};
+use crate::preflight::{self, Checker, ManifestPreflight, PreflightConfig};
 
-pub fn run(path: &Path, json: bool) -> Result<Exit, Fatal> {
+pub fn run(path: &Path, json: bool, preflight: bool) -> Result<Exit, Fatal> {
     let manifest = manifest::parse_file(path)?;
-    let exit = if manifest.invalid().next().is_some() {
+    let checked = if preflight {
+        Some(run_preflight(&manifest)?)
+    } else {
+        None
+    };
+    let doomed = checked
+        .as_ref()
+        .is_some_and(|checked| !checked.invalid.is_empty());
+    let exit = if manifest.invalid().next().is_some() || doomed {
         Exit::Incomplete
     } else {
         Exit::Success
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let written = if json {
-        write_json(&mut out, &manifest)
-    } else {
-        write_text(&mut out, &manifest)
+    let written = match (&checked, json) {
+        (None, true) => write_json(&mut out, &manifest),
+        (None, false) => write_text(&mut out, &manifest),
+        (Some(checked), true) => write_preflight_json(&mut out, &manifest, checked),
+        (Some(checked), false) => {
+            write_text(&mut out, &manifest).and_then(|()| write_preflight_text(&mut out, checked))
+        }
     };
     match written.and_then(|()| out.flush()) {
         Ok(()) => Ok(exit),
@@ -67,6 +80,72 @@ impl<'a> CheckReport<'a> {
                 .collect(),
         }
     }
+}
+
+/// Check every URL of the manifest's valid jobs.
+fn run_preflight(manifest: &Manifest) -> Result<ManifestPreflight, Fatal> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|error| Fatal::new("cannot start the async runtime").cause(error))?;
+    runtime.block_on(async {
+        let checker = Checker::new(PreflightConfig::default())
+            .map_err(|error| Fatal::new("cannot build the HTTP client").cause(error))?;
+        Ok(preflight::check_manifest(&checker, manifest).await)
+    })
+}
+
+/// `--preflight --json`: the `check` document, with the rows preflight dooms among `invalid`
+/// (in line order), and `warnings` for the URLs that could not be checked.
+fn write_preflight_json(
+    out: &mut impl Write,
+    manifest: &Manifest,
+    checked: &ManifestPreflight,
+) -> io::Result<()> {
+    let mut report = CheckReport::new(manifest);
+    let doomed: std::collections::HashSet<&str> =
+        checked.invalid.iter().map(|job| job.id.as_str()).collect();
+    report.jobs -= doomed.len();
+    report
+        .invalid
+        .extend(checked.invalid.iter().map(|job| InvalidRow {
+            line: job.line,
+            id: &job.id,
+            reason: &job.reason,
+        }));
+    report.invalid.sort_by_key(|row| row.line);
+    let document = serde_json::json!({
+        "jobs": report.jobs,
+        "videos": report.videos,
+        "invalid": report.invalid,
+        "warnings": checked.warnings,
+        "spent": checked.spent,
+    });
+    serde_json::to_writer(&mut *out, &document)?;
+    writeln!(out)
+}
+
+fn write_preflight_text(out: &mut impl Write, checked: &ManifestPreflight) -> io::Result<()> {
+    writeln!(
+        out,
+        "preflight: {} video(s) and {} face(s) checked with {} request(s); {} job(s) cannot succeed",
+        checked.videos,
+        checked.faces,
+        checked.spent.requests,
+        checked.invalid.len()
+    )?;
+    for job in &checked.invalid {
+        writeln!(out, "line {} (id {}): {}", job.line, job.id, job.reason)?;
+    }
+    for warning in &checked.warnings {
+        writeln!(
+            out,
+            "warning: {} {} could not be checked ({}); its {} job(s) proceed",
+            warning.kind.noun(),
+            warning.url,
+            warning.warning,
+            warning.jobs
+        )?;
+    }
+    Ok(())
 }
 
 fn write_json(out: &mut impl Write, manifest: &Manifest) -> io::Result<()> {

@@ -60,6 +60,12 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Run jobs.example.csv end to end against an in-process simulator.
     Demo(DemoArgs),
+    /// Write one self-contained HTML page showing the batch (works during a run).
+    Report(ReportArgs),
+    /// Print shell completions (bash, zsh or fish) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page on stdout.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +98,12 @@ pub struct RunArgs {
     /// No progress display, only log lines.
     #[arg(long, help_heading = "Run")]
     pub no_progress: bool,
+    /// Skip the checks of every video and face URL before anything is bought.
+    #[arg(long, help_heading = "Preflight")]
+    pub no_preflight: bool,
+    /// Check again the URLs an earlier run checked (their results are kept in the database).
+    #[arg(long, help_heading = "Preflight", conflicts_with = "no_preflight")]
+    pub recheck: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -200,6 +212,23 @@ pub struct CheckArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Also check over the network that every video and face can be used (reachable, the
+    /// right kind, a video's duration); still no database and no API call.
+    #[arg(long)]
+    pub preflight: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The HTML file to write.
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -69,6 +69,8 @@ impl RunConfig {
             defaults: defaults(&args.jobs),
             strict: args.strict,
             replace_changed: args.replace_changed,
+            preflight: !args.no_preflight,
+            recheck: args.recheck,
             settings,
         })
     }

@@ -25,20 +25,12 @@ pub const EXAMPLE_MANIFEST: &str = include_str!("../jobs.example.csv");
 const DEMO_KEY: &str = "demo-key";
 
 /// `headswap-batch demo`: write the rendered files to `out`; run `manifest` instead of the
-/// embedded example when given.
+/// embedded example when given. Exits 0 when the run went to its end (the example has a row
+/// that preflight refuses on purpose).
 pub fn command(out: &Path, manifest: Option<&Path>) -> Result<Exit, Fatal> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Fatal::new("cannot start the async runtime").cause(e))?;
     let scratch = Scratch::new()?;
-    let manifest = match manifest {
-        Some(path) => path.to_path_buf(),
-        None => {
-            let path = scratch.path.join("jobs.example.csv");
-            std::fs::write(&path, EXAMPLE_MANIFEST)
-                .map_err(|e| Fatal::new(format!("cannot write {}", path.display())).cause(e))?;
-            path
-        }
-    };
     runtime.block_on(async {
         let knobs = SimKnobs {
             api_keys: vec![DEMO_KEY.to_string()],
@@ -55,6 +47,19 @@ pub fn command(out: &Path, manifest: Option<&Path>) -> Result<Exit, Fatal> {
             simulator.base_url(),
             scratch.path.display()
         );
+        let manifest = match manifest {
+            Some(path) => path.to_path_buf(),
+            None => {
+                // The example's videos and faces, served by the simulator, so that preflight
+                // checks them for real (and catches the one that is too long).
+                let path = scratch.path.join("jobs.example.csv");
+                let text = served_by(EXAMPLE_MANIFEST, &simulator.base_url());
+                std::fs::write(&path, text).map_err(|e| {
+                    Fatal::new(format!("cannot write {}", path.display())).cause(e)
+                })?;
+                path
+            }
+        };
         let config = simulator_run_config(
             manifest,
             scratch.path.join("headswap.db"),
@@ -67,8 +72,59 @@ pub fn command(out: &Path, manifest: Option<&Path>) -> Result<Exit, Fatal> {
         let report = report?;
         print_jobs(&config.db)?;
         run::print_summary(&report);
-        Ok(run::exit_for(&report, None))
+        if report.stop.is_some() {
+            return Ok(run::exit_for(&report, None));
+        }
+        if report.refused_by_preflight > 0 {
+            eprintln!(
+                "demo: the example's too-long teaser is there on purpose: it was checked and refused before anything was bought"
+            );
+        }
+        // A demonstration that ran to its end succeeded, whatever its example rows became.
+        Ok(Exit::Success)
     })
+}
+
+/// The example manifest with its media links pointing at the simulator's `/media/`: a video
+/// keeps its query (the duration and subjects the simulator steers by) and is told apart by
+/// its name; every face is the simulator's test image.
+fn served_by(manifest: &str, base_url: &str) -> String {
+    let mut text = String::with_capacity(manifest.len() * 2);
+    for line in manifest.lines() {
+        let mut line = line.to_string();
+        while let Some(start) = line.find("https://cdn.example.com/videos/") {
+            let rest = &line[start + "https://cdn.example.com/videos/".len()..];
+            let name_end = rest.find(".mp4").unwrap_or(rest.len());
+            let name = rest[..name_end].to_string();
+            let query_end = rest[name_end..]
+                .find(',')
+                .map_or(rest.len(), |at| name_end + at);
+            let query = rest[name_end..query_end]
+                .trim_start_matches(".mp4")
+                .trim_start_matches('?')
+                .to_string();
+            let end = start + "https://cdn.example.com/videos/".len() + query_end;
+            let mut served = format!("{base_url}/media/video.mp4?name={name}");
+            if !query.is_empty() {
+                served.push('&');
+                served.push_str(&query);
+            }
+            line.replace_range(start..end, &served);
+        }
+        while let Some(start) = line.find("https://cdn.example.com/faces/") {
+            let rest = &line[start + "https://cdn.example.com/faces/".len()..];
+            let end = rest.find(',').unwrap_or(rest.len());
+            let name = rest[..end].trim_end_matches(".jpg").to_string();
+            let served = format!("{base_url}/media/face.jpg?name={name}");
+            line.replace_range(
+                start..start + "https://cdn.example.com/faces/".len() + end,
+                &served,
+            );
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
 }
 
 /// A run configuration with timings scaled to the simulator's seconds instead of minutes
@@ -99,6 +155,8 @@ pub fn simulator_run_config(
         defaults: Defaults::default(),
         strict: false,
         replace_changed: false,
+        preflight: true,
+        recheck: false,
         settings: Settings {
             out_dir: out.to_path_buf(),
             db_path: db,

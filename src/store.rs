@@ -1,6 +1,7 @@
 //! The durable job store: the only module that touches sled.
 //!
-//! Three trees: `jobs` (job id → job record), `analyses` (video_url → analysis record, one per
+//! Four trees: `checks` (URL checks, see [`Store::check`]), `jobs` (job id → job record),
+//! `analyses` (video_url → analysis record, one per
 //! distinct video) and `meta` (schema version, the last ingested manifest's fingerprint).
 //!
 //! Records are JSON inside a versioned envelope (`{"v":2,"job":{...}}`), decoded strictly: a
@@ -33,6 +34,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 /// Keys of the `meta` tree.
 const META_SCHEMA_VERSION: &str = "schema_version";
+
+/// The tree of URL checks (see [`Store::check`]).
+const CHECKS_TREE: &str = "checks";
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 32 << 20;
@@ -235,6 +239,55 @@ impl Store {
             .insert(key, value.as_bytes())
             .map_err(|error| self.sled_error("write meta", error))?;
         Ok(())
+    }
+
+    /// A URL check's result, as its owner wrote it (`key` names the kind of check and the URL).
+    pub fn check(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let Some(checks) = self.checks_tree(false)? else {
+            return Ok(None);
+        };
+        let value = checks
+            .get(key.as_bytes())
+            .map_err(|error| self.sled_error("read a check", error))?;
+        Ok(value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Remember a URL check's result. Not durable until the next [`Store::flush`].
+    pub fn put_check(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.before_write()?;
+        let checks = self.checks_tree(true)?.expect("created");
+        checks
+            .insert(key.as_bytes(), value.as_bytes())
+            .map_err(|error| self.sled_error("write a check", error))?;
+        Ok(())
+    }
+
+    /// Forget every URL check (`--recheck`).
+    pub fn clear_checks(&self) -> Result<(), StoreError> {
+        match self.checks_tree(false)? {
+            Some(checks) => checks
+                .clear()
+                .map_err(|error| self.sled_error("clear the checks", error)),
+            None => Ok(()),
+        }
+    }
+
+    /// The `checks` tree: what the checks of video and face URLs found (a cache: losing it
+    /// costs re-checks). Opened when first written, so that reading a database that has none
+    /// (an older one) writes nothing.
+    fn checks_tree(&self, create: bool) -> Result<Option<sled::Tree>, StoreError> {
+        let exists = self
+            .db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == CHECKS_TREE.as_bytes());
+        if !exists && !create {
+            return Ok(None);
+        }
+        self.db
+            .open_tree(CHECKS_TREE)
+            .map(Some)
+            .map_err(|error| self.sled_error("open the checks", error))
     }
 
     /// Every job id, in id order, without decoding the records.

@@ -214,6 +214,10 @@ pub struct Job {
     /// The render ended in status 4 (as opposed to the service being unreachable about it).
     #[serde(default, skip_serializing_if = "is_false")]
     pub render_failed: bool,
+    /// A check of its video or a face before anything was bought found it cannot succeed
+    /// (the job is `invalid`; `--recheck` checks again).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub preflight_failed: bool,
     /// Creates that may have been billed for this job: every create answered with a task id,
     /// and every create whose answer was lost.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -258,6 +262,11 @@ pub enum Event {
     Failed { error: JobError },
     /// `failed`/`expired`/`held` back to work, cheapest stage first (the `retry` command).
     Retry,
+    /// `pending`/`analyzing`/`ready → invalid`: a check of the video or a face before anything
+    /// was bought found the job cannot succeed.
+    PreflightFailed { error: JobError },
+    /// `invalid` (by preflight) `→ pending`: `--recheck` checks its URLs again.
+    Recheck,
     /// Back to `pending` with a new spec: an unsubmitted job whose row changed, or
     /// `--replace-changed`.
     Replace { spec: JobSpec, fingerprint: String },
@@ -282,6 +291,8 @@ impl Event {
             Event::RenderFailed { .. } => "render_failed",
             Event::Failed { .. } => "failed",
             Event::Retry => "retry",
+            Event::PreflightFailed { .. } => "preflight_failed",
+            Event::Recheck => "recheck",
             Event::Replace { .. } => "replace",
         }
     }
@@ -360,6 +371,7 @@ impl Job {
             last_error: None,
             possible_duplicate: false,
             render_failed: false,
+            preflight_failed: false,
             creates: 0,
             times: Timestamps {
                 created_ms: now_ms,
@@ -511,6 +523,19 @@ impl Job {
                 };
                 self.render_failed = false;
                 self.reopen(state);
+            }
+            (S::Pending | S::Analyzing | S::Ready, Event::PreflightFailed { error }) => {
+                self.preflight_failed = true;
+                self.last_error = Some(error);
+                self.times.finished_ms = Some(now_ms);
+                self.state = S::Invalid;
+            }
+            (S::Invalid, Event::Recheck) if self.preflight_failed => {
+                self.preflight_failed = false;
+                self.last_error = None;
+                self.mappings = Vec::new();
+                self.analysis_id = None;
+                self.reopen(S::Pending);
             }
             (S::Held, Event::Retry) => {
                 // A person looked at the held job and asks to submit it again (flag stays).

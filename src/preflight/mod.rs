@@ -181,8 +181,30 @@ impl Checker {
     }
 }
 
+/// The host of `url` when it is under a top-level name reserved for examples and tests
+/// (`.example`, `.invalid`, `.test`, RFC 6761).
+fn reserved_host(url: &str) -> Option<String> {
+    let host = reqwest::Url::parse(url)
+        .ok()?
+        .host_str()?
+        .to_ascii_lowercase();
+    let top = host.trim_end_matches('.').rsplit('.').next()?;
+    matches!(top, "example" | "invalid" | "test").then_some(host)
+}
+
 impl Inner {
     async fn check_now(&self, target: Target) -> UrlCheck {
+        if let Some(host) = reserved_host(&target.url) {
+            // RFC 6761 reserves these names for documentation and tests: no resolver has them,
+            // and asking one is a pointless wait.
+            return UrlCheck {
+                target,
+                verdict: Verdict::undecided(format!(
+                    "{host} is a reserved example name (RFC 6761), not a host that can be reached"
+                )),
+                spent: Spent::default(),
+            };
+        }
         let (verdict, spent) = match target.kind {
             MediaKind::Video => video::check_video(&self.client, &self.config, &target.url).await,
             MediaKind::Face => face::check_face(&self.client, &self.config, &target.url).await,
@@ -199,6 +221,30 @@ impl Inner {
             target,
             verdict,
             spent,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_example_names_are_never_looked_up() {
+        for url in [
+            "http://v.example/one.mp4",
+            "https://cdn.shop.test/a.jpg",
+            "http://nothing.invalid./x",
+            "https://FACES.EXAMPLE/b.png",
+        ] {
+            assert!(reserved_host(url).is_some(), "{url}");
+        }
+        for url in [
+            "https://example.com/a.mp4",
+            "http://127.0.0.1:8080/media/video.mp4",
+            "https://cdn.examples.net/x",
+        ] {
+            assert_eq!(reserved_host(url), None, "{url}");
         }
     }
 }

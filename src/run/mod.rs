@@ -28,6 +28,7 @@ use crate::ingest;
 use crate::job::JobState;
 use crate::manifest::{self, Defaults};
 use crate::now_ms;
+use crate::preflight::{Checker, PreflightConfig};
 use crate::store::{Store, StoreError};
 
 pub use dispatch::{RunReport, StopReason};
@@ -44,6 +45,10 @@ pub struct RunConfig {
     pub defaults: Defaults,
     pub strict: bool,
     pub replace_changed: bool,
+    /// Check every video and face URL before anything is bought for it.
+    pub preflight: bool,
+    /// Forget what earlier runs found of the URLs and check them again.
+    pub recheck: bool,
     pub settings: Settings,
 }
 
@@ -124,13 +129,50 @@ pub async fn run_batch(
     }
     let client = Client::new(config.client.clone())
         .map_err(|e| Fatal::new("cannot build the HTTP client").cause(e))?;
+    let checker = if config.preflight {
+        if config.recheck {
+            recheck(&store)?;
+        }
+        let checker = Checker::new(PreflightConfig::default())
+            .map_err(|e| Fatal::new("cannot build the HTTP client for preflight").cause(e))?;
+        Some(checker)
+    } else {
+        None
+    };
+    // `export` and `report` ask this process for its records while it holds the database.
+    let _live = crate::view::live::serve(store.clone(), &config.db);
     let service = Arc::new(dispatch::Live::new(client));
-    let outcome = dispatch::run(&store, service, config.settings.clone(), shutdown).await;
+    let outcome = dispatch::run(&store, service, config.settings.clone(), checker, shutdown).await;
     let flushed = store.flush();
     let report =
         outcome.map_err(|e| Fatal::new("the run stopped on an internal error").cause(e))?;
     flushed?;
     Ok(report)
+}
+
+/// `--recheck`: forget what earlier runs found of the URLs, and give the jobs preflight
+/// refused another chance.
+fn recheck(store: &Store) -> Result<(), Fatal> {
+    store.clear_checks()?;
+    let now = now_ms();
+    let mut reopened = Vec::new();
+    for job in store.jobs() {
+        let mut job = job?;
+        if job.preflight_failed && job.apply(crate::job::Event::Recheck, now).is_ok() {
+            reopened.push(job);
+        }
+    }
+    for job in &reopened {
+        store.put_job(job)?;
+    }
+    store.flush()?;
+    if !reopened.is_empty() {
+        tracing::info!(
+            "{} job(s) refused by an earlier check are checked again",
+            reopened.len()
+        );
+    }
+    Ok(())
 }
 
 /// First SIGINT/SIGTERM: a graceful stop (`received` records which). Second: exit at once
@@ -215,6 +257,12 @@ pub fn print_summary(report: &RunReport) {
         let _ = writeln!(out, "{:<14} {:>7}", "flagged", report.possible_duplicates);
     }
     drop(out);
+    if report.refused_by_preflight > 0 {
+        eprintln!(
+            "{} job(s) were not bought: a check of their video or face found they cannot succeed (see `status`)",
+            report.refused_by_preflight
+        );
+    }
     match &report.stop {
         Some(StopReason::OutOfCredits { message }) => {
             let waiting = waiting_jobs(&report.states);

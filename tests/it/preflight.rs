@@ -546,11 +546,11 @@ async fn an_unknown_host_is_undecided() {
         .unwrap();
     let checker = Checker::with_client(config, client);
     let check = checker
-        .check(Target::video("http://media.example.invalid/v.mp4"))
+        .check(Target::video("http://media.unresolvable-host.net/v.mp4"))
         .await;
     assert_undecided(&check.verdict, "does not resolve");
     let check = checker
-        .check(Target::face("http://media.example.invalid/f.jpg"))
+        .check(Target::face("http://media.unresolvable-host.net/f.jpg"))
         .await;
     assert_undecided(&check.verdict, "does not resolve");
 }

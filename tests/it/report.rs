@@ -80,14 +80,22 @@ async fn a_real_batch_gives_a_page_that_names_every_job_plays_every_render_and_e
     let output = finish(batch.run_command(&sim.base_url(), &[])).await;
     assert_exit(&output, 3);
 
+    // The page as the `report` command writes it.
     let report = batch.dir.path().join("report.html");
-    let (data, jobs) = report_from_store(&batch.db(), &report, batch.dir.path());
-    let html = render(&data);
+    let written = headswap_batch_in(batch.dir.path())
+        .arg("--db")
+        .arg(batch.db())
+        .args(["report", "--out"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_exit(&written, 0);
+    let html = std::fs::read_to_string(&report).unwrap();
+    let (_, jobs) = report_from_store(&batch.db(), &report, batch.dir.path());
     assert!(
         !html.contains("<script>alert(1)"),
         "the manifest's script reached the page as markup"
     );
-    std::fs::write(&report, &html).unwrap();
     let dom = browser::parse(
         &tokio::task::spawn_blocking({
             let report = report.clone();
@@ -451,6 +459,13 @@ fn assert_only_report_markup(dom: &Dom) {
         }
     }
     assert_eq!(dom.named("script").count(), 0);
+}
+
+/// The real binary, run in `dir`.
+fn headswap_batch_in(dir: &Path) -> std::process::Command {
+    let mut command = crate::support::binary();
+    command.current_dir(dir);
+    command
 }
 
 /// Report data from a database the real binary wrote, and the jobs it holds.

@@ -69,6 +69,23 @@ impl Videos {
         self.waiting.keys()
     }
 
+    /// The jobs waiting on a video.
+    pub fn waiting_on(&self, video_url: &VideoUrl) -> Vec<JobId> {
+        self.waiting.get(video_url).cloned().unwrap_or_default()
+    }
+
+    /// A job no longer waits on its video.
+    pub fn stop_waiting(&mut self, video_url: &VideoUrl, job_id: &JobId) {
+        if let Some(waiting) = self.waiting.get_mut(video_url) {
+            waiting.retain(|waiting| waiting != job_id);
+        }
+    }
+
+    /// The jobs waiting on a video, which stop waiting.
+    pub fn take_waiting(&mut self, video_url: &VideoUrl) -> Vec<JobId> {
+        self.waiting.remove(video_url).unwrap_or_default()
+    }
+
     fn record(&self, video_url: &VideoUrl) -> &AnalysisRecord {
         self.records
             .get(video_url)

@@ -15,6 +15,8 @@ pub enum Event {
     Finished(Outcome),
     /// A worker was abandoned (aborted at a hard stop); its job resumes next run.
     Abandoned,
+    /// A URL check answered (`None`: every check has).
+    Checked(Option<crate::preflight::UrlCheck>),
     /// A poll or a backoff is due.
     TimerDue,
     /// The rate limiter admits the next API call.

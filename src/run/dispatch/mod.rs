@@ -29,6 +29,7 @@ mod failures;
 mod jobs;
 mod output;
 mod polls;
+mod preflight;
 mod render;
 mod resume;
 mod service;
@@ -59,6 +60,7 @@ use analysis::Videos;
 use failures::{Failures, Key};
 use jobs::Jobs;
 use polls::Polls;
+use preflight::Checks;
 use status::StatusWriter;
 
 /// Why a run stopped before every job reached a final state.
@@ -87,6 +89,9 @@ pub struct RunReport {
     pub possible_duplicates: usize,
     pub api_calls: u64,
     pub throttled: u64,
+    /// Jobs a check of their video or a face found could not succeed, before anything was
+    /// bought for them (in this run).
+    pub refused_by_preflight: usize,
 }
 
 /// What can stop the dispatcher itself (as opposed to a job): the store failing, or a bug
@@ -105,14 +110,16 @@ pub enum RunError {
 
 /// Run every job in the store to a final state, or until the run has to stop (`shutdown`
 /// cancelled: a graceful stop).
+/// `preflight`: the checker of video and face URLs, or `None` when preflight is off.
 pub async fn run(
     store: &Store,
     service: Arc<dyn Service>,
     settings: Settings,
+    preflight: Option<crate::preflight::Checker>,
     shutdown: CancellationToken,
 ) -> Result<RunReport, RunError> {
     let mut dispatcher = Dispatcher::new(store, service, settings, shutdown);
-    dispatcher.resume()?;
+    dispatcher.resume(preflight.as_ref())?;
     dispatcher.store.flush_async().await?;
     while dispatcher.turn().await? {}
     dispatcher.finish().await?;
@@ -135,6 +142,8 @@ pub struct Dispatcher<'a> {
     /// The videos' shared analyses and the jobs waiting on them.
     videos: Videos,
     agenda: Agenda,
+    /// The checks of video and face URLs before anything is bought.
+    checks: Checks,
     pacer: Pacer,
     /// Outage detection over the API's answers.
     breaker: Breaker,
@@ -206,6 +215,7 @@ impl<'a> Dispatcher<'a> {
             jobs: Jobs::new(store),
             videos: Videos::default(),
             agenda: Agenda::new(settings.concurrency, settings.downloads),
+            checks: Checks::default(),
             pacer,
             breaker: Breaker::default(),
             polls: Polls::new(learned, settings.concurrency, &settings),
@@ -313,6 +323,9 @@ impl<'a> Dispatcher<'a> {
                     }
                 }
                 _ = self.run.shutdown.cancelled(), if shutdown_pending => return Event::Shutdown,
+                check = self.checks.next(), if self.checks.running() => {
+                    return Event::Checked(check)
+                }
                 _ = self.pacer.until_ready(), if may_call => return Event::Permit,
                 _ = sleep_until(next_timer), if next_timer.is_some() => return Event::TimerDue,
                 _ = sleep_until(gate_wait), if gate_wait.is_some() => return Event::GateOpen,
@@ -370,6 +383,7 @@ impl<'a> Dispatcher<'a> {
                     self.start_call(queued)?;
                 }
             }
+            Event::Checked(check) => self.on_checked(check)?,
             Event::TimerDue => self.fire_timers(),
             Event::GateOpen | Event::Abandoned => {}
             Event::Shutdown => {
@@ -436,7 +450,8 @@ impl<'a> Dispatcher<'a> {
         // Once submitting is over, what is at the service is still finished (polled and
         // downloaded); ready jobs wait for the next run.
         let startable = !self.run.no_new_work && self.agenda.has_submissions();
-        !self.agenda.is_waiting() && !self.polls.has_deferred() && !startable
+        let checking = !self.run.no_new_work && self.checks.running();
+        !self.agenda.is_waiting() && !self.polls.has_deferred() && !startable && !checking
     }
 
     /// Move work into the queues while there is room: downloads first, then slots at the
@@ -466,8 +481,12 @@ impl<'a> Dispatcher<'a> {
             }
             if let Some(job_id) = self.agenda.ready.pop_front() {
                 let job = self.jobs.load(&job_id)?;
+                let mut job = job;
                 if self.videos.analysis_in_progress(&job.spec.video_url) {
                     self.videos.park(job.spec.video_url, job_id);
+                    continue;
+                }
+                if !self.job_cleared(&mut job)? {
                     continue;
                 }
                 let ticket = self.agenda.service.try_take();
@@ -567,6 +586,7 @@ impl<'a> Dispatcher<'a> {
             possible_duplicates: self.jobs.flagged(),
             api_calls: self.run.api_calls,
             throttled: self.run.throttled,
+            refused_by_preflight: self.checks.refused,
         }
     }
 }

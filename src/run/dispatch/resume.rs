@@ -8,19 +8,35 @@ use std::collections::HashSet;
 
 use crate::job::{AnalysisEvent, AnalysisState, Event, JobError, JobState, VideoUrl};
 use crate::now_ms;
+use crate::preflight::{Checker, Target};
 use crate::run::dispatch::agenda::Call;
 use crate::run::dispatch::{Dispatcher, RunError};
 use crate::run::policy::OnAmbiguous;
 
 impl Dispatcher<'_> {
-    pub fn resume(&mut self) -> Result<(), RunError> {
+    /// `preflight`: the URL checker, when preflight is on.
+    pub fn resume(&mut self, preflight: Option<&Checker>) -> Result<(), RunError> {
         let now = now_ms();
+        // The URLs the waiting jobs need checked, in job order (the first jobs first).
+        let mut targets = Vec::new();
         for record in self.store.analyses() {
             self.videos.insert(record?);
         }
         let mut videos_redone = HashSet::new();
         for job in self.store.jobs() {
             let mut job = job?;
+            if matches!(
+                job.state,
+                JobState::Pending | JobState::Analyzing | JobState::Ready
+            ) {
+                targets.push(Target::video(job.spec.video_url.as_str()));
+                targets.extend(
+                    job.spec
+                        .faces
+                        .iter()
+                        .map(|face| Target::face(face.face_url.as_str())),
+                );
+            }
             match job.state {
                 JobState::Pending | JobState::Analyzing => self.videos.wait_on(&job),
                 JobState::Ready => {
@@ -67,6 +83,7 @@ impl Dispatcher<'_> {
             }
             self.jobs.note(&job);
         }
+        self.start_checks(preflight, targets)?;
         let mut videos_needed: Vec<VideoUrl> = self.videos.waited_on().cloned().collect();
         videos_needed.extend(videos_redone);
         videos_needed.sort_unstable();
@@ -81,12 +98,18 @@ impl Dispatcher<'_> {
     fn resume_video(&mut self, video_url: VideoUrl, now: u64) -> Result<(), RunError> {
         let record = self.videos.entry(&video_url, now);
         match record.state {
-            AnalysisState::Pending => self.agenda.videos_to_analyze.push_back(video_url),
+            AnalysisState::Pending => {
+                if self.video_cleared(&video_url)? {
+                    self.agenda.videos_to_analyze.push_back(video_url);
+                }
+            }
             AnalysisState::Submitting => {
                 // An analysis costs nothing: one lost in the window is simply asked again.
                 record.apply(AnalysisEvent::SubmitAborted, now)?;
                 self.store.put_analysis(record)?;
-                self.agenda.videos_to_analyze.push_back(video_url);
+                if self.video_cleared(&video_url)? {
+                    self.agenda.videos_to_analyze.push_back(video_url);
+                }
             }
             AnalysisState::Running => {
                 let ticket = self.agenda.service.take_anyway();

@@ -185,7 +185,7 @@ fn job(store: &Store, id: &str) -> Job {
 
 /// Resume, then analyse the one video (one subject) through the loop.
 async fn analysed(dispatcher: &mut Dispatcher<'_>, service: &Scripted) {
-    dispatcher.resume().unwrap();
+    dispatcher.resume(None).unwrap();
     drive_until(dispatcher, 10, |_| service.len() == 1).await;
     answer(
         service,
