@@ -21,7 +21,9 @@ pub fn execute(cli: Cli) -> Exit {
 
 fn dispatch(cli: Cli) -> Result<Exit, Fatal> {
     match cli.command {
-        Command::Check(args) => crate::check::run(&args.manifest, args.json, args.preflight),
+        Command::Check(args) => {
+            crate::check::run(&args.manifest, args.json, args.preflight, args.shards)
+        }
         Command::Status(args) => crate::view::status(&cli.db, args.json),
         Command::Export(args) => crate::view::export(&cli.db, args.out.as_deref()),
         Command::Simulate(args) => crate::simulator::run_cli(args.listen, args.knobs),

@@ -14,10 +14,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::exit::{Exit, Fatal};
-use crate::manifest::{self, Manifest};
+use crate::manifest::{self, Manifest, Shard};
 use crate::preflight::{self, Checker, ManifestPreflight, PreflightConfig};
 
-pub fn run(path: &Path, json: bool, preflight: bool) -> Result<Exit, Fatal> {
+pub fn run(path: &Path, json: bool, preflight: bool, shards: Option<u32>) -> Result<Exit, Fatal> {
     let manifest = manifest::parse_file(path)?;
     let checked = if preflight {
         Some(run_preflight(&manifest)?)
@@ -41,6 +41,10 @@ pub fn run(path: &Path, json: bool, preflight: bool) -> Result<Exit, Fatal> {
         (Some(checked), false) => {
             write_text(&mut out, &manifest).and_then(|()| write_preflight_text(&mut out, checked))
         }
+    };
+    let written = match (written, shards) {
+        (Ok(()), Some(count)) if !json => write_shards(&mut out, &manifest, count),
+        (written, _) => written,
     };
     match written.and_then(|()| out.flush()) {
         Ok(()) => Ok(exit),
@@ -121,6 +125,18 @@ fn write_preflight_json(
     });
     serde_json::to_writer(&mut *out, &document)?;
     writeln!(out)
+}
+
+/// `--shards N`: how many valid jobs each shard of N gets (`run --shard K/N`).
+fn write_shards(out: &mut impl Write, manifest: &Manifest, count: u32) -> io::Result<()> {
+    let mut sizes = vec![0usize; count as usize];
+    for job in manifest.jobs.iter().filter(|job| job.row.is_ok()) {
+        sizes[Shard::of(job.id.as_str(), count) as usize - 1] += 1;
+    }
+    for (index, size) in sizes.iter().enumerate() {
+        writeln!(out, "shard {}/{count}: {size} jobs", index + 1)?;
+    }
+    Ok(())
 }
 
 fn write_preflight_text(out: &mut impl Write, checked: &ManifestPreflight) -> io::Result<()> {

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::akool::Resolution;
 use crate::job::MultiSubject;
 use crate::logging::LogFormat;
+use crate::manifest::Shard;
 use crate::run::OnAmbiguous;
 use crate::secret::Secret;
 
@@ -72,9 +73,15 @@ pub enum Command {
 pub struct RunArgs {
     /// The CSV manifest.
     pub manifest: PathBuf,
-    /// Output folder; each finished job is DIR/<id>.mp4.
-    #[arg(long, default_value = "output")]
+    /// Where finished jobs go: a folder (each job is DIR/<id>.mp4), or object storage as
+    /// s3://BUCKET/PREFIX/ (each job is PREFIX/<id>.mp4; credentials and endpoint from the
+    /// usual AWS_* environment).
+    #[arg(long, default_value = "output", value_name = "DIR|s3://BUCKET/PREFIX/")]
     pub out: PathBuf,
+    /// Process only the jobs of shard K of N (a stable hash of the id), to split one
+    /// manifest over N machines or accounts, each with its own --db.
+    #[arg(long, value_name = "K/N", value_parser = str::parse::<Shard>, help_heading = "Scaling")]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub api: ApiArgs,
     #[command(flatten)]
@@ -216,6 +223,9 @@ pub struct CheckArgs {
     /// right kind, a video's duration); still no database and no API call.
     #[arg(long)]
     pub preflight: bool,
+    /// Also print how many jobs each of N shards gets (see `run --shard`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub shards: Option<u32>,
 }
 
 #[derive(Debug, Args)]

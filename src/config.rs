@@ -9,6 +9,7 @@ use crate::akool::{ClientConfig, Credentials};
 use crate::cli::{ApiArgs, JobDefaults, RetryArgs, RunArgs};
 use crate::exit::Fatal;
 use crate::manifest::Defaults;
+use crate::objstore::Destination;
 use crate::retry::RetryRequest;
 use crate::run::policy::RetryPolicy;
 use crate::run::poll::PollPolicy;
@@ -25,8 +26,20 @@ impl RunConfig {
                 limits.rate
             )));
         }
+        let out = args.out.to_string_lossy();
+        let destination = if out.starts_with("s3://") {
+            let destination = Destination::parse(&out).map_err(|error| {
+                Fatal::new(format!("--out {out:?} is not a usable destination"))
+                    .cause(error)
+                    .hint("write it as s3://BUCKET/PREFIX/ (or give a folder)")
+            })?;
+            Some(destination)
+        } else {
+            None
+        };
         let settings = Settings {
             out_dir: args.out.clone(),
+            bucket: None,
             db_path: db.clone(),
             concurrency: limits.concurrency as usize,
             downloads: limits.downloads as usize,
@@ -71,6 +84,8 @@ impl RunConfig {
             replace_changed: args.replace_changed,
             preflight: !args.no_preflight,
             recheck: args.recheck,
+            destination,
+            shard: args.shard,
             settings,
         })
     }

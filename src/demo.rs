@@ -157,8 +157,11 @@ pub fn simulator_run_config(
         replace_changed: false,
         preflight: true,
         recheck: false,
+        destination: None,
+        shard: None,
         settings: Settings {
             out_dir: out.to_path_buf(),
+            bucket: None,
             db_path: db,
             concurrency: 4,
             downloads: 4,

@@ -1,7 +1,8 @@
 //! The durable job store: the only module that touches sled.
 //!
-//! Four trees: `checks` (URL checks, see [`Store::check`]), `jobs` (job id → job record),
-//! `analyses` (video_url → analysis record, one per
+//! Trees: `jobs` (job id → job record), `checks` (URL checks, see [`Store::check`]),
+//! `uploads` (uploads to object storage under way), `analyses` (video_url → analysis record,
+//! one per
 //! distinct video) and `meta` (schema version, the last ingested manifest's fingerprint).
 //!
 //! Records are JSON inside a versioned envelope (`{"v":2,"job":{...}}`), decoded strictly: a
@@ -37,6 +38,8 @@ const META_SCHEMA_VERSION: &str = "schema_version";
 
 /// The tree of URL checks (see [`Store::check`]).
 const CHECKS_TREE: &str = "checks";
+/// The tree of uploads to object storage under way (see [`Store::upload`]).
+const UPLOADS_TREE: &str = "uploads";
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 32 << 20;
@@ -243,7 +246,7 @@ impl Store {
 
     /// A URL check's result, as its owner wrote it (`key` names the kind of check and the URL).
     pub fn check(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let Some(checks) = self.checks_tree(false)? else {
+        let Some(checks) = self.lazy_tree(CHECKS_TREE, false)? else {
             return Ok(None);
         };
         let value = checks
@@ -255,7 +258,7 @@ impl Store {
     /// Remember a URL check's result. Not durable until the next [`Store::flush`].
     pub fn put_check(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.before_write()?;
-        let checks = self.checks_tree(true)?.expect("created");
+        let checks = self.lazy_tree(CHECKS_TREE, true)?.expect("created");
         checks
             .insert(key.as_bytes(), value.as_bytes())
             .map_err(|error| self.sled_error("write a check", error))?;
@@ -264,7 +267,7 @@ impl Store {
 
     /// Forget every URL check (`--recheck`).
     pub fn clear_checks(&self) -> Result<(), StoreError> {
-        match self.checks_tree(false)? {
+        match self.lazy_tree(CHECKS_TREE, false)? {
             Some(checks) => checks
                 .clear()
                 .map_err(|error| self.sled_error("clear the checks", error)),
@@ -272,22 +275,64 @@ impl Store {
         }
     }
 
-    /// The `checks` tree: what the checks of video and face URLs found (a cache: losing it
-    /// costs re-checks). Opened when first written, so that reading a database that has none
-    /// (an older one) writes nothing.
-    fn checks_tree(&self, create: bool) -> Result<Option<sled::Tree>, StoreError> {
+    /// An output's upload to object storage as its owner wrote it, by job id.
+    pub fn upload(&self, job_id: &str) -> Result<Option<String>, StoreError> {
+        let Some(uploads) = self.lazy_tree(UPLOADS_TREE, false)? else {
+            return Ok(None);
+        };
+        let value = uploads
+            .get(job_id.as_bytes())
+            .map_err(|error| self.sled_error("read an upload", error))?;
+        Ok(value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Every upload record: (job id, record).
+    pub fn uploads(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let Some(uploads) = self.lazy_tree(UPLOADS_TREE, false)? else {
+            return Ok(Vec::new());
+        };
+        uploads
+            .iter()
+            .map(|entry| {
+                let (key, value) =
+                    entry.map_err(|error| self.sled_error("read the uploads", error))?;
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Write (or with `None`, remove) a job's upload record. Not durable until the next
+    /// [`Store::flush`].
+    pub fn put_upload(&self, job_id: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.before_write()?;
+        let uploads = self.lazy_tree(UPLOADS_TREE, true)?.expect("created");
+        match value {
+            Some(value) => uploads
+                .insert(job_id.as_bytes(), value.as_bytes())
+                .map(drop),
+            None => uploads.remove(job_id.as_bytes()).map(drop),
+        }
+        .map_err(|error| self.sled_error("write an upload", error))
+    }
+
+    /// A tree opened when first written (`checks`, `uploads`), so that reading a database
+    /// that has none (an older one) writes nothing.
+    fn lazy_tree(&self, name: &str, create: bool) -> Result<Option<sled::Tree>, StoreError> {
         let exists = self
             .db
             .tree_names()
             .iter()
-            .any(|name| name.as_ref() == CHECKS_TREE.as_bytes());
+            .any(|tree| tree.as_ref() == name.as_bytes());
         if !exists && !create {
             return Ok(None);
         }
         self.db
-            .open_tree(CHECKS_TREE)
+            .open_tree(name)
             .map(Some)
-            .map_err(|error| self.sled_error("open the checks", error))
+            .map_err(|error| self.sled_error(&format!("open the {name}"), error))
     }
 
     /// Every job id, in id order, without decoding the records.

@@ -33,11 +33,13 @@ use crate::job::{Face, JobId, JobSpec, VideoUrl, hex};
 mod cells;
 mod group;
 mod header;
+mod shard;
 mod text;
 
 pub use cells::{check_id, derived_id};
 use group::Builder;
 use header::Header;
+pub use shard::Shard;
 use text::{LineCounter, excel_separator_line, line_of_offset, sniff_delimiter};
 
 /// Most subjects one job may map (Akool's limit on mappings per task).
@@ -126,6 +128,13 @@ impl RawJob {
 }
 
 impl Manifest {
+    /// Keep only the jobs of `shard`; the manifest's fingerprint then names the shard too, so
+    /// a database is never taken as holding another shard's jobs.
+    pub fn keep_shard(&mut self, shard: Shard) {
+        self.jobs.retain(|job| shard.contains(job.id.as_str()));
+        self.sha256 = format!("{}#{shard}", self.sha256);
+    }
+
     /// How many jobs can run.
     pub fn valid_jobs(&self) -> usize {
         self.jobs.iter().filter(|job| job.row.is_ok()).count()

@@ -120,6 +120,17 @@ impl StorageError {
         )
     }
 
+    /// What a person can do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            StorageError::Config { hint, .. } => hint.clone(),
+            StorageError::Refused { refusal, .. } => refusal.hint().to_string(),
+            StorageError::Transient { .. } | StorageError::UploadGone { .. } => {
+                "check AWS_ENDPOINT_URL and the network, then run again".to_string()
+            }
+        }
+    }
+
     /// The fatal error a command prints for this (`error:` / `Caused by:` / `hint:`).
     pub fn to_fatal(&self, context: &str) -> Fatal {
         match self {

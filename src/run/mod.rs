@@ -16,6 +16,7 @@ pub mod progress;
 pub mod settings;
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -26,8 +27,10 @@ use crate::akool::{Client, ClientConfig};
 use crate::exit::{Exit, Fatal, Signal};
 use crate::ingest;
 use crate::job::JobState;
+use crate::manifest::Shard;
 use crate::manifest::{self, Defaults};
 use crate::now_ms;
+use crate::objstore::{Destination, ObjectStorage, S3Env, UploadOptions, UploadRecord};
 use crate::preflight::{Checker, PreflightConfig};
 use crate::store::{Store, StoreError};
 
@@ -49,6 +52,10 @@ pub struct RunConfig {
     pub preflight: bool,
     /// Forget what earlier runs found of the URLs and check them again.
     pub recheck: bool,
+    /// Object storage for the outputs, instead of `settings.out_dir` (checked at start).
+    pub destination: Option<Destination>,
+    /// Only this shard's jobs.
+    pub shard: Option<Shard>,
     pub settings: Settings,
 }
 
@@ -74,7 +81,10 @@ pub async fn run_batch(
     shutdown: CancellationToken,
 ) -> Result<RunReport, Fatal> {
     let mut bytes = manifest::read_file(&config.manifest)?;
-    let sha256 = manifest::content_sha256(&bytes);
+    let mut sha256 = manifest::content_sha256(&bytes);
+    if let Some(shard) = config.shard {
+        sha256 = format!("{sha256}#{shard}");
+    }
     // An existing database that already holds exactly this file needs no parse and no ingest
     // (the common case: the same command, rerun to resume). A new database is only created
     // once the manifest is known to be usable.
@@ -93,7 +103,11 @@ pub async fn run_batch(
         }
         _ => {
             // The file's bytes are not needed once parsed.
-            let manifest = manifest::parse_bytes(&config.manifest, &std::mem::take(&mut bytes))?;
+            let mut manifest =
+                manifest::parse_bytes(&config.manifest, &std::mem::take(&mut bytes))?;
+            if let Some(shard) = config.shard {
+                manifest.keep_shard(shard);
+            }
             let invalid = manifest.invalid().count();
             if config.strict && invalid > 0 {
                 return Err(strict_refusal(config, &manifest, invalid));
@@ -139,15 +153,57 @@ pub async fn run_batch(
     } else {
         None
     };
+    let mut settings = config.settings.clone();
+    let mut service = dispatch::Live::new(client);
+    if let Some(destination) = &config.destination {
+        let storage = Arc::new(object_storage(destination, &store).await?);
+        service = service.with_bucket(Arc::clone(&storage), store.clone());
+        settings.bucket = Some(storage);
+    }
     // `export` and `report` ask this process for its records while it holds the database.
     let _live = crate::view::live::serve(store.clone(), &config.db);
-    let service = Arc::new(dispatch::Live::new(client));
-    let outcome = dispatch::run(&store, service, config.settings.clone(), checker, shutdown).await;
+    let outcome = dispatch::run(&store, Arc::new(service), settings, checker, shutdown).await;
     let flushed = store.flush();
     let report =
         outcome.map_err(|e| Fatal::new("the run stopped on an internal error").cause(e))?;
     flushed?;
     Ok(report)
+}
+
+/// The object storage of `--out s3://...`, checked before anything is bought: a probe object
+/// is written and removed (bad credentials, a missing bucket: exit 1), and the multipart
+/// uploads a killed run left for this database's jobs are aborted, except those its records
+/// will resume.
+async fn object_storage(destination: &Destination, store: &Store) -> Result<ObjectStorage, Fatal> {
+    let context = format!("--out {destination}");
+    let storage = ObjectStorage::new(
+        destination.clone(),
+        &S3Env::from_env(),
+        UploadOptions::default(),
+    )
+    .map_err(|error| error.to_fatal(&context))?;
+    storage
+        .probe()
+        .await
+        .map_err(|error| error.to_fatal(&context))?;
+    let mut keep = HashSet::new();
+    for (_, text) in store.uploads()? {
+        if let Ok(record) = serde_json::from_str::<UploadRecord>(&text) {
+            keep.extend(record.upload_id().map(str::to_string));
+        }
+    }
+    let ours: HashSet<String> = store.job_ids().collect::<Result<_, _>>()?;
+    let aborted = storage
+        .abort_abandoned(|job_id| ours.contains(job_id), &keep)
+        .await
+        .map_err(|error| error.to_fatal(&context))?;
+    if !aborted.is_empty() {
+        tracing::info!(
+            "aborted {} multipart upload(s) a stopped run left unfinished",
+            aborted.len()
+        );
+    }
+    Ok(storage)
 }
 
 /// `--recheck`: forget what earlier runs found of the URLs, and give the jobs preflight
@@ -226,6 +282,7 @@ pub fn exit_for(report: &RunReport, signal: Option<Signal>) -> Exit {
         Some(
             StopReason::Unauthorized { .. }
             | StopReason::LocalDisk { .. }
+            | StopReason::Destination { .. }
             | StopReason::SystemicRejection { .. },
         ) => Exit::Fatal,
         None => {
@@ -278,6 +335,11 @@ pub fn print_summary(report: &RunReport) {
         Some(StopReason::LocalDisk { path, detail }) => {
             eprintln!(
                 "error: cannot write the output {path}: {detail}\nhint: free space or fix permissions on the output folder, then run the same command again"
+            );
+        }
+        Some(StopReason::Destination { message, hint }) => {
+            eprintln!(
+                "error: object storage refused an output: {message}\nhint: {hint}; nothing was lost: run the same command again once fixed"
             );
         }
         Some(StopReason::Interrupted) => {

@@ -10,7 +10,10 @@ use crate::run::poll::PollPolicy;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Where finished outputs go: this folder, unless `bucket` is set.
     pub out_dir: PathBuf,
+    /// Object storage for the outputs (`--out s3://BUCKET/PREFIX/`), already probed.
+    pub bucket: Option<std::sync::Arc<crate::objstore::ObjectStorage>>,
     pub db_path: PathBuf,
     /// Analyses + renders at the service at once.
     pub concurrency: usize,

@@ -12,6 +12,7 @@ mod hostile;
 mod job;
 mod live;
 mod manifest;
+mod object_storage;
 mod objstore;
 mod preflight;
 mod preflight_run;

@@ -45,9 +45,9 @@ impl S3Server {
         }
         let fs = FileSystem::new(root.path()).expect("s3s-fs starts");
         let tracked = Tracked {
-            fs,
+            fs: std::sync::Arc::new(fs),
             root: root.path().to_path_buf(),
-            uploads: Mutex::new(BTreeMap::new()),
+            uploads: std::sync::Arc::new(Mutex::new(BTreeMap::new())),
             page_size,
         };
         let mut builder = S3ServiceBuilder::new(tracked);
@@ -116,11 +116,22 @@ struct Upload {
 
 /// `s3s-fs` plus the bookkeeping ListMultipartUploads needs.
 struct Tracked {
-    fs: FileSystem,
+    fs: std::sync::Arc<FileSystem>,
     root: std::path::PathBuf,
     /// Upload id → upload.
-    uploads: Mutex<BTreeMap<String, Upload>>,
+    uploads: std::sync::Arc<Mutex<BTreeMap<String, Upload>>>,
     page_size: usize,
+}
+
+/// s3s-fs answers AccessDenied for an upload id it does not know (one completed or aborted
+/// meanwhile, possibly by a request a killed client sent just before it died); S3 answers
+/// NoSuchUpload, which is what a client acts on. With one key pair, that is the only cause.
+fn unknown_upload(error: s3s::S3Error) -> s3s::S3Error {
+    if *error.code() == s3s::S3ErrorCode::AccessDenied {
+        s3s::s3_error!(NoSuchUpload)
+    } else {
+        error
+    }
 }
 
 #[async_trait::async_trait]
@@ -217,7 +228,7 @@ impl S3 for Tracked {
         {
             return Err(s3s::s3_error!(NoSuchUpload));
         }
-        self.fs.upload_part(req).await
+        self.fs.upload_part(req).await.map_err(unknown_upload)
     }
 
     async fn list_parts(
@@ -235,9 +246,20 @@ impl S3 for Tracked {
         if !self.uploads.lock().unwrap().contains_key(&upload_id) {
             return Err(s3s::s3_error!(NoSuchUpload));
         }
-        let response = self.fs.complete_multipart_upload(req).await?;
-        self.uploads.lock().unwrap().remove(&upload_id);
-        Ok(response)
+        // S3 completes an upload whole once the request arrived, even if the client goes away
+        // meanwhile: done in a task of its own, so a dropped connection cannot cancel it half
+        // way (s3s-fs forgets the upload id before it writes the object).
+        let fs = std::sync::Arc::clone(&self.fs);
+        let uploads = std::sync::Arc::clone(&self.uploads);
+        tokio::spawn(async move {
+            let response = fs.complete_multipart_upload(req).await;
+            if response.is_ok() {
+                uploads.lock().unwrap().remove(&upload_id);
+            }
+            response.map_err(unknown_upload)
+        })
+        .await
+        .expect("completion does not panic")
     }
 
     async fn abort_multipart_upload(
@@ -248,7 +270,11 @@ impl S3 for Tracked {
         if !self.uploads.lock().unwrap().contains_key(&upload_id) {
             return Err(s3s::s3_error!(NoSuchUpload));
         }
-        let response = self.fs.abort_multipart_upload(req).await?;
+        let response = self
+            .fs
+            .abort_multipart_upload(req)
+            .await
+            .map_err(unknown_upload)?;
         self.uploads.lock().unwrap().remove(&upload_id);
         Ok(response)
     }

@@ -5,6 +5,7 @@
 
 use crate::akool::{Analysis, ApiError, CreateTask, Task};
 use crate::job::{JobId, Output, VideoUrl};
+use crate::objstore::{OutputSource, StoredObject, UploadError, UploadRecord};
 use crate::run::dispatch::agenda::Ticket;
 use crate::run::download::{DownloadError, DownloadRequest};
 
@@ -59,6 +60,12 @@ pub enum Request {
         /// The part file's validator, for `If-Range` when the download resumes.
         etag: Option<String>,
     },
+    /// Stream a finished render from its link to object storage, from where `record` stands.
+    Upload {
+        job_id: JobId,
+        source: OutputSource,
+        record: UploadRecord,
+    },
 }
 
 /// A finished request: the slot it held at the service (if any) comes back with it.
@@ -93,5 +100,9 @@ pub enum Answer {
         result: Result<Output, DownloadError>,
         /// The file's validator, for `If-Range` when this download is resumed.
         etag: Option<String>,
+    },
+    Upload {
+        job_id: JobId,
+        result: Result<StoredObject, UploadError>,
     },
 }

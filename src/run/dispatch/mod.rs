@@ -72,6 +72,8 @@ pub enum StopReason {
     Unauthorized { code: i64, message: String },
     /// The local disk refused a download (read-only, full).
     LocalDisk { path: String, detail: String },
+    /// Object storage refused an output (credentials, bucket, permissions).
+    Destination { message: String, hint: String },
     /// A first SIGINT or SIGTERM (or the caller's stop).
     Interrupted,
     /// `--max-runtime`: no new work could finish in time, or the time is up.
@@ -106,6 +108,8 @@ pub enum RunError {
     AnalysisTransition(#[from] IllegalAnalysisTransition),
     #[error("job {0} is missing from the database")]
     MissingJob(JobId),
+    #[error("{0}")]
+    Output(String),
 }
 
 /// Run every job in the store to a final state, or until the run has to stop (`shutdown`
@@ -438,6 +442,11 @@ impl<'a> Dispatcher<'a> {
                     self.workers.etags.insert(job_id.clone(), etag);
                 }
                 self.on_download(job_id, result)
+            }
+            Answer::Upload { job_id, result } => {
+                drop(ticket);
+                self.workers.downloads.remove(&job_id);
+                self.on_upload(job_id, result)
             }
         }
     }

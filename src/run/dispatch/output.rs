@@ -20,6 +20,7 @@ use crate::akool::{ApiError, RemoteStatus, Task};
 use crate::crash;
 use crate::job::{Event, JobError, JobId, Output};
 use crate::now_ms;
+use crate::objstore::{OutputSource, StoredObject, UploadError, UploadRecord};
 use crate::run::dispatch::agenda::{Call, Ticket, Wakeup};
 use crate::run::dispatch::{Dispatcher, Key, Request, RunError, StopReason, draw, since_ms};
 use crate::run::download::{DownloadError, DownloadRequest};
@@ -50,6 +51,38 @@ impl Dispatcher<'_> {
                 return Ok(());
             }
         };
+        if let Some(bucket) = &self.settings.bucket {
+            // To object storage, from where an earlier attempt (or a killed run) left it.
+            let record = match self.store.upload(job_id.as_str())? {
+                Some(text) => serde_json::from_str(&text).ok(),
+                None => None,
+            };
+            let record = match record {
+                Some(record) => record,
+                None => {
+                    let key = bucket
+                        .destination()
+                        .key_for(job_id.as_str())
+                        .map_err(|error| {
+                            RunError::Output(format!("job {job_id} has no object key: {error}"))
+                        })?;
+                    UploadRecord::new(key)
+                }
+            };
+            let source = OutputSource {
+                url,
+                max_bytes: self.settings.max_download_bytes,
+                stall_timeout: self.settings.stall_timeout,
+            };
+            let request = Request::Upload {
+                job_id: job_id.clone(),
+                source,
+                record,
+            };
+            let task = self.send(request, Some(ticket));
+            self.workers.downloads.insert(job_id, task);
+            return Ok(());
+        }
         let request = DownloadRequest {
             job_id: job_id.clone(),
             url,
@@ -68,23 +101,59 @@ impl Dispatcher<'_> {
         job_id: JobId,
         result: Result<Output, DownloadError>,
     ) -> Result<(), RunError> {
-        let now = now_ms();
-        let mut job = self.jobs.load(&job_id)?;
-        let key = Key::Download(job_id.clone());
+        let job = self.jobs.load(&job_id)?;
+        match result {
+            Ok(output) => self.output_done(job, output),
+            Err(error) => self.output_failed(job, error),
+        }
+    }
+
+    /// An upload to object storage ended.
+    pub(super) fn on_upload(
+        &mut self,
+        job_id: JobId,
+        result: Result<StoredObject, UploadError>,
+    ) -> Result<(), RunError> {
+        let job = self.jobs.load(&job_id)?;
         let error = match result {
-            Ok(output) => {
-                tracing::debug!(job = %job_id, bytes = output.bytes, "done");
-                job.apply(Event::Downloaded { output }, now)?;
-                self.jobs.save(&job)?;
-                self.flush_soon();
-                self.commit.after_flush.push(crash::DONE_STORED);
-                self.workers.etags.remove(&job_id);
-                self.failures.end(&key);
+            Ok(object) => {
+                // The object's URL is the job's output; its upload record is done with.
+                self.store.put_upload(job_id.as_str(), None)?;
+                let output = Output {
+                    path: object.url,
+                    bytes: object.bytes,
+                    sha256: object.sha256,
+                };
+                return self.output_done(job, output);
+            }
+            Err(UploadError::Download(error)) => error,
+            Err(UploadError::Storage(error)) if !error.is_transient() => {
+                // The store refuses (credentials, bucket, permissions): not the job's fault;
+                // stop, keep the job resumable.
+                let message = error.to_string();
+                tracing::error!(job = %job_id, "object storage refused the output: {message}");
+                let hint = error.hint();
+                self.stop(StopReason::Destination { message, hint }, true);
                 return Ok(());
             }
-            Err(error) => error,
+            Err(other) => DownloadError::Transient {
+                detail: other.to_string(),
+            },
         };
         self.output_failed(job, error)
+    }
+
+    /// The output is stored (a file renamed into place, or an object completed).
+    fn output_done(&mut self, mut job: crate::job::Job, output: Output) -> Result<(), RunError> {
+        let job_id = job.id.clone();
+        tracing::debug!(job = %job_id, bytes = output.bytes, "done");
+        job.apply(Event::Downloaded { output }, now_ms())?;
+        self.jobs.save(&job)?;
+        self.flush_soon();
+        self.commit.after_flush.push(crash::DONE_STORED);
+        self.workers.etags.remove(&job_id);
+        self.failures.end(&Key::Download(job_id));
+        Ok(())
     }
 
     /// The output stage failed (a download, or a refresh that offered no link): apply the

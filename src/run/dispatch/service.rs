@@ -7,9 +7,13 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use std::sync::Arc;
+
 use crate::akool::Client;
+use crate::objstore::{ObjectStorage, UploadError};
 use crate::run::dispatch::event::{Answer, Request};
 use crate::run::download;
+use crate::store::Store;
 
 /// The future of one request's answer.
 pub type AnswerFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
@@ -23,11 +27,28 @@ pub trait Service: Send + Sync {
 /// The real thing: the API client, and downloads over its HTTP connection pool.
 pub struct Live {
     client: Client,
+    bucket: Option<Bucket>,
+}
+
+/// Where uploads go, and where their progress is recorded as it happens.
+struct Bucket {
+    storage: Arc<ObjectStorage>,
+    store: Store,
 }
 
 impl Live {
     pub fn new(client: Client) -> Live {
-        Live { client }
+        Live {
+            client,
+            bucket: None,
+        }
+    }
+
+    /// Uploads go to `storage`; each fact of an upload (created, part stored) is written to
+    /// `store` as it becomes true, so a killed run resumes the upload instead of redoing it.
+    pub fn with_bucket(mut self, storage: Arc<ObjectStorage>, store: Store) -> Live {
+        self.bucket = Some(Bucket { storage, store });
+        self
     }
 }
 
@@ -70,6 +91,30 @@ impl Service for Live {
                     etag,
                 }
             }),
+            Request::Upload {
+                job_id,
+                source,
+                mut record,
+            } => {
+                let Some(bucket) = &self.bucket else {
+                    let result = Err(UploadError::Internal("no object storage configured".into()));
+                    return Box::pin(async move { Answer::Upload { job_id, result } });
+                };
+                let storage = Arc::clone(&bucket.storage);
+                let store = bucket.store.clone();
+                Box::pin(async move {
+                    let id = job_id.to_string();
+                    let result = storage
+                        .upload(client.http(), &source, &mut record, |_, record| {
+                            let text = serde_json::to_string(record).expect("records serialize");
+                            if let Err(error) = store.put_upload(&id, Some(&text)) {
+                                tracing::warn!(job = %id, "cannot record the upload's progress: {error}");
+                            }
+                        })
+                        .await;
+                    Answer::Upload { job_id, result }
+                })
+            }
         }
     }
 }

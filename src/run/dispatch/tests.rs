@@ -79,6 +79,7 @@ fn name(request: &Request) -> String {
         } => format!("task-detail {job_id}"),
         Request::TaskDetail { job_id, .. } => format!("refresh {job_id}"),
         Request::Download { request, .. } => format!("download {}", request.job_id),
+        Request::Upload { job_id, .. } => format!("upload {job_id}"),
     }
 }
 
@@ -90,6 +91,7 @@ fn settings(dir: &Path, concurrency: usize) -> Settings {
     };
     Settings {
         out_dir: dir.join("out"),
+        bucket: None,
         db_path: dir.join("db"),
         concurrency,
         downloads: 2,
