@@ -169,6 +169,28 @@ fn write_json(out: &mut impl Write, manifest: &Manifest) -> io::Result<()> {
     writeln!(out)
 }
 
+/// Valid jobs that ask for the very same render (the same video, faces and options with the
+/// default resolution and model), as groups of (line, id) in line order.
+fn same_renders(manifest: &Manifest) -> Vec<Vec<(u64, &str)>> {
+    let defaults = manifest::Defaults::default();
+    let mut groups: std::collections::BTreeMap<String, Vec<(u64, &str)>> = Default::default();
+    for job in &manifest.jobs {
+        if let Ok(raw) = &job.row {
+            let fingerprint = raw.to_spec(&defaults).fingerprint();
+            groups
+                .entry(fingerprint)
+                .or_default()
+                .push((job.line, job.id.as_str()));
+        }
+    }
+    let mut groups: Vec<Vec<(u64, &str)>> = groups
+        .into_values()
+        .filter(|group| group.len() > 1)
+        .collect();
+    groups.sort();
+    groups
+}
+
 fn write_text(out: &mut impl Write, manifest: &Manifest) -> io::Result<()> {
     let invalid = manifest.invalid().count();
     let plural = |count: usize, word: &str| {
@@ -193,6 +215,17 @@ fn write_text(out: &mut impl Write, manifest: &Manifest) -> io::Result<()> {
             job.line,
             job.id,
             job.reason().unwrap_or_default()
+        )?;
+    }
+    for group in same_renders(manifest) {
+        let listed: Vec<String> = group
+            .iter()
+            .map(|(line, id)| format!("line {line} ({id})"))
+            .collect();
+        writeln!(
+            out,
+            "warning: {} ask for the same render (video, faces and options); run buys it once and writes it under each id (--no-reuse-renders buys each)",
+            listed.join(", ")
         )?;
     }
     Ok(())

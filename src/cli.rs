@@ -96,6 +96,10 @@ pub struct RunArgs {
     /// Restart jobs whose row changed after they were submitted (renders them again).
     #[arg(long, help_heading = "Manifest")]
     pub replace_changed: bool,
+    /// Create a render for every job, even when several ask for the very same one (by
+    /// default such jobs share one create and each gets its own copy of the result).
+    #[arg(long, help_heading = "Manifest")]
+    pub no_reuse_renders: bool,
     /// Stop taking new work when it would not finish within this time (e.g. 7h30m), then exit 4.
     #[arg(long, value_parser = humantime::parse_duration, help_heading = "Run")]
     pub max_runtime: Option<Duration>,

@@ -53,6 +53,7 @@ impl RunConfig {
             },
             multi_subject: args.jobs.multi_subject,
             on_ambiguous: args.on_ambiguous,
+            reuse_renders: !args.no_reuse_renders,
             max_download_bytes: limits.max_download_bytes,
             analysis_poll: PollPolicy {
                 min: args.polling.poll_min,

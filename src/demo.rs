@@ -175,6 +175,7 @@ pub fn simulator_run_config(
             },
             multi_subject: MultiSubject::Skip,
             on_ambiguous: OnAmbiguous::Resubmit,
+            reuse_renders: true,
             max_download_bytes: 1 << 30,
             analysis_poll: poll,
             render_poll: poll,

@@ -218,6 +218,10 @@ pub struct Job {
     /// (the job is `invalid`; `--recheck` checks again).
     #[serde(default, skip_serializing_if = "is_false")]
     pub preflight_failed: bool,
+    /// The job whose render this job reuses (the same video, faces and options): no create
+    /// was bought for this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<JobId>,
     /// Creates that may have been billed for this job: every create answered with a task id,
     /// and every create whose answer was lost.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -238,6 +242,9 @@ pub enum Event {
     SubmitIntent,
     /// `submitting → rendering`: the create answered with this task id.
     Created { task_id: String },
+    /// `ready → rendering` without a create: another job asked for the very same render, and
+    /// this one takes its task.
+    Follows { leader: JobId, task_id: String },
     /// `submitting → ready` (resubmit, flagged) or `→ held`: the create's fate is unknown.
     /// `error` says why, when known (a lost answer; not a crash found at start).
     Ambiguous { hold: bool, error: Option<JobError> },
@@ -280,6 +287,7 @@ impl Event {
             Event::NeedsMapping { .. } => "needs_mapping",
             Event::SubmitIntent => "submit_intent",
             Event::Created { .. } => "created",
+            Event::Follows { .. } => "follows",
             Event::Ambiguous { .. } => "ambiguous",
             Event::SubmitAborted => "submit_aborted",
             Event::Rendered { .. } => "rendered",
@@ -372,6 +380,7 @@ impl Job {
             possible_duplicate: false,
             render_failed: false,
             preflight_failed: false,
+            reused_from: None,
             creates: 0,
             times: Timestamps {
                 created_ms: now_ms,
@@ -421,6 +430,12 @@ impl Job {
             (S::Submitting, Event::Created { task_id }) => {
                 self.task_id = Some(task_id);
                 self.creates += 1;
+                self.times.submitted_ms = Some(now_ms);
+                self.stage_done(S::Rendering);
+            }
+            (S::Ready, Event::Follows { leader, task_id }) => {
+                self.task_id = Some(task_id);
+                self.reused_from = Some(leader);
                 self.times.submitted_ms = Some(now_ms);
                 self.stage_done(S::Rendering);
             }
@@ -474,6 +489,7 @@ impl Job {
                 // The task is gone: its output can no longer be fetched. Rendering again is
                 // the only way forward; the old task id is kept in the error for support.
                 self.task_id = None;
+                self.reused_from = None;
                 self.output_url = None;
                 self.times.submitted_ms = None;
                 self.times.rendered_ms = None;
@@ -506,6 +522,7 @@ impl Job {
                     // The render itself failed: only a new render helps.
                     Some(_) if self.render_failed => {
                         self.task_id = None;
+                        self.reused_from = None;
                         self.times.submitted_ms = None;
                         S::Ready
                     }

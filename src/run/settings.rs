@@ -25,6 +25,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     pub multi_subject: MultiSubject,
     pub on_ambiguous: OnAmbiguous,
+    /// Jobs asking for the very same render (video, faces, options) share one create.
+    pub reuse_renders: bool,
     pub max_download_bytes: u64,
     pub analysis_poll: PollPolicy,
     pub render_poll: PollPolicy,

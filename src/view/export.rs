@@ -148,12 +148,16 @@ pub fn error_text(job: &Job) -> String {
         .unwrap_or_default()
 }
 
-/// The `flags` cell: `possible_duplicate` when a create may have been sent twice (more flags
-/// would be joined by `|`).
+/// The `flags` cell, joined by `|`: `possible_duplicate` when a create may have been sent
+/// twice; `reuses=<id>` when the job took the render of job `<id>`, which asked for the very
+/// same one (nothing was bought for this job).
 pub fn flags_text(job: &Job) -> String {
     let mut flags = Vec::new();
     if job.possible_duplicate {
-        flags.push("possible_duplicate");
+        flags.push("possible_duplicate".to_string());
+    }
+    if let Some(leader) = &job.reused_from {
+        flags.push(format!("reuses={leader}"));
     }
     flags.join("|")
 }

@@ -19,6 +19,7 @@ mod preflight_run;
 mod pressure;
 mod report;
 mod resilience;
+mod reuse;
 mod run_pipeline;
 mod s3_server;
 mod security;

@@ -32,6 +32,7 @@ mod polls;
 mod preflight;
 mod render;
 mod resume;
+mod reuse;
 mod service;
 mod status;
 
@@ -61,6 +62,7 @@ use failures::{Failures, Key};
 use jobs::Jobs;
 use polls::Polls;
 use preflight::Checks;
+use reuse::Reuse;
 use status::StatusWriter;
 
 /// Why a run stopped before every job reached a final state.
@@ -148,6 +150,8 @@ pub struct Dispatcher<'a> {
     agenda: Agenda,
     /// The checks of video and face URLs before anything is bought.
     checks: Checks,
+    /// Renders asked for by several jobs, bought once.
+    reuse: Reuse,
     pacer: Pacer,
     /// Outage detection over the API's answers.
     breaker: Breaker,
@@ -220,6 +224,7 @@ impl<'a> Dispatcher<'a> {
             videos: Videos::default(),
             agenda: Agenda::new(settings.concurrency, settings.downloads),
             checks: Checks::default(),
+            reuse: Reuse::default(),
             pacer,
             breaker: Breaker::default(),
             polls: Polls::new(learned, settings.concurrency, &settings),
@@ -495,7 +500,7 @@ impl<'a> Dispatcher<'a> {
                     self.videos.park(job.spec.video_url, job_id);
                     continue;
                 }
-                if !self.job_cleared(&mut job)? {
+                if !self.job_cleared(&mut job)? || self.follows(&mut job)? {
                     continue;
                 }
                 let ticket = self.agenda.service.try_take();

@@ -79,8 +79,10 @@ impl Dispatcher<'_> {
                 crash::point(crash::CREATE_ANSWERED);
                 self.succeeded(&Key::Job(job_id.clone()));
                 self.failures.rejections = None;
-                job.apply(Event::Created { task_id: task.id }, now)?;
+                let created = Event::Created { task_id: task.id };
+                job.apply(created.clone(), now)?;
                 self.jobs.save(&job)?;
+                self.leader_moved(&job, Some(&created))?;
                 // The task id is the only handle on what was paid for: durable in this
                 // turn's flush, before anything else is started.
                 self.flush_soon();
@@ -129,7 +131,10 @@ impl Dispatcher<'_> {
                 if !hold {
                     job.apply(Event::AttemptFailed { error: lost }, now)?;
                     match give_up {
-                        Some(error) => job.apply(Event::Failed { error }, now)?,
+                        Some(error) => {
+                            job.apply(Event::Failed { error }, now)?;
+                            self.leader_moved(&job, None)?;
+                        }
                         None if after.is_zero() => self.agenda.ready.push_front(job_id),
                         None => {
                             self.agenda
@@ -173,6 +178,7 @@ impl Dispatcher<'_> {
                 }
                 job.apply(Event::Failed { error: failure }, now)?;
                 self.jobs.save(&job)?;
+                self.leader_moved(&job, None)?;
                 if let ApiError::Rejected { code, message } = &error {
                     self.note_rejection(job_id, *code, message)?;
                 }
@@ -214,13 +220,12 @@ impl Dispatcher<'_> {
                 self.polls.render.record(elapsed);
                 self.polls.learned();
                 self.release_deferred();
-                job.apply(
-                    Event::Rendered {
-                        output_url: Some(url),
-                    },
-                    now,
-                )?;
+                let rendered = Event::Rendered {
+                    output_url: Some(url),
+                };
+                job.apply(rendered.clone(), now)?;
                 self.jobs.save(&job)?;
+                self.leader_moved(&job, Some(&rendered))?;
                 // The download is a side effect on disk: its state goes first (the download
                 // starts after this turn's flush).
                 self.flush_soon();
@@ -234,8 +239,10 @@ impl Dispatcher<'_> {
                     .filter(|reason| !reason.is_empty())
                     .unwrap_or_else(|| "no reason given".into());
                 let error = JobError::new(task.error_code, format!("render failed: {reason}"));
-                job.apply(Event::RenderFailed { error }, now)?;
+                let failed = Event::RenderFailed { error };
+                job.apply(failed.clone(), now)?;
                 self.jobs.save(&job)?;
+                self.leader_moved(&job, Some(&failed))?;
             }
             (status, _) => {
                 self.note_unknown_status(status);
@@ -305,8 +312,10 @@ impl Dispatcher<'_> {
         tracing::warn!(job = %job_id, "task no longer known to the service ({message}); rendering again");
         let mut job = self.jobs.load(&job_id)?;
         let error = JobError::new(Some(1014), format!("task not found: {message}"));
-        job.apply(Event::RemoteLost { error }, now_ms())?;
+        let lost = Event::RemoteLost { error };
+        job.apply(lost.clone(), now_ms())?;
         self.jobs.save(&job)?;
+        self.leader_moved(&job, Some(&lost))?;
         self.analyze_again(&job.spec.video_url)?;
         self.agenda.ready.push_back(job_id);
         Ok(())

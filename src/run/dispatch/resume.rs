@@ -37,6 +37,15 @@ impl Dispatcher<'_> {
                         .map(|face| Target::face(face.face_url.as_str())),
                 );
             }
+            if job.task_id.is_some()
+                && !job.render_failed
+                && matches!(
+                    job.state,
+                    JobState::Rendering | JobState::Downloading | JobState::Done
+                )
+            {
+                self.reuse.lead(&job);
+            }
             match job.state {
                 JobState::Pending | JobState::Analyzing => self.videos.wait_on(&job),
                 JobState::Ready => {

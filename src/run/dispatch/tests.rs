@@ -105,6 +105,7 @@ fn settings(dir: &Path, concurrency: usize) -> Settings {
         },
         multi_subject: MultiSubject::Skip,
         on_ambiguous: OnAmbiguous::Resubmit,
+        reuse_renders: true,
         max_download_bytes: 1 << 20,
         analysis_poll: poll,
         render_poll: poll,
