@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use headswap_batch::demo::simulator_run_config;
+use headswap_batch::download::{self, DownloadRequest};
 use headswap_batch::objstore::{
     Destination, ObjectStorage, OutputSource, S3Env, UploadOptions, UploadRecord,
 };
-use headswap_batch::run::download::{self, DownloadRequest};
 use headswap_batch::run::run_batch;
 use headswap_batch::simulator::{SimKnobs, Simulator};
 use tokio_util::sync::CancellationToken;

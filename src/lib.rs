@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod crash;
 pub mod demo;
+pub mod download;
 pub mod exit;
 pub mod ingest;
 pub mod job;

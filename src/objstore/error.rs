@@ -6,8 +6,8 @@
 
 use std::fmt;
 
+use crate::download::DownloadError;
 use crate::exit::Fatal;
-use crate::run::download::DownloadError;
 
 /// Why an object-store request did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

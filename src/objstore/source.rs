@@ -11,7 +11,7 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, ETAG, IF_RANGE, RANGE};
 
-use crate::run::download::{
+use crate::download::{
     DownloadError, WithoutUrl, content_range, header_u64, transient, unusable_status,
 };
 

@@ -30,8 +30,8 @@ use super::error::{StorageError, UploadError, classify_object_store};
 use super::record::{PartRecord, StoredObject, UploadEvent, UploadPhase, UploadPlan, UploadRecord};
 use super::source::{self, Body, Opened, OutputSource};
 use super::storage::{MAX_PARTS, ObjectStorage, SHA256_METADATA};
+use crate::download::DownloadError;
 use crate::job::hex;
-use crate::run::download::DownloadError;
 
 /// Chunks received by the first read but not yet hashed (as in `run/download.rs`).
 const QUEUED_CHUNKS: usize = 4;

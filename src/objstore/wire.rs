@@ -239,7 +239,7 @@ pub(crate) fn parse_uploads_page(body: &str) -> Result<UploadsPage, StorageError
 }
 
 fn transport(error: &reqwest::Error, scrubber: &Scrubber) -> StorageError {
-    use crate::run::download::WithoutUrl;
+    use crate::download::WithoutUrl;
     let what = if error.is_connect() {
         "could not connect to the endpoint".to_string()
     } else {

@@ -8,7 +8,6 @@
 
 pub mod breaker;
 pub mod dispatch;
-pub mod download;
 pub mod pace;
 pub mod policy;
 pub mod poll;

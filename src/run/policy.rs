@@ -15,8 +15,8 @@
 use std::time::Duration;
 
 use crate::akool::ApiError;
+use crate::download::DownloadError;
 use crate::job::JobError;
-use crate::run::download::DownloadError;
 
 /// What to do with a job whose create may have been sent but whose answer was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -8,12 +8,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use headswap_batch::download::DownloadError;
 use headswap_batch::job::hex;
 use headswap_batch::objstore::{
     Destination, ObjectStorage, OutputSource, Refusal, S3Env, StorageError, StoredObject,
     UploadError, UploadEvent, UploadOptions, UploadPhase, UploadRecord,
 };
-use headswap_batch::run::download::DownloadError;
 use headswap_batch::simulator::{SimKnobs, Simulator, output_content};
 use sha2::{Digest, Sha256};
 

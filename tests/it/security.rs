@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use headswap_batch::akool::ApiError;
-use headswap_batch::run::download::{self, DownloadError, DownloadRequest};
+use headswap_batch::download::{self, DownloadError, DownloadRequest};
 use headswap_batch::simulator::Simulator;
 
 use crate::akool::client;

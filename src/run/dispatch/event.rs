@@ -4,10 +4,10 @@
 //! Owns no state. The loop's `next_event` produces events; `handle` is the only consumer.
 
 use crate::akool::{Analysis, ApiError, CreateTask, Task};
+use crate::download::{DownloadError, DownloadRequest};
 use crate::job::{JobId, Output, VideoUrl};
 use crate::objstore::{OutputSource, StoredObject, UploadError, UploadRecord};
 use crate::run::dispatch::agenda::Ticket;
-use crate::run::download::{DownloadError, DownloadRequest};
 
 /// Everything the loop reacts to.
 #[derive(Debug)]

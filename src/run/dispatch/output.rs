@@ -18,12 +18,12 @@ use tokio::time::Instant;
 
 use crate::akool::{ApiError, RemoteStatus, Task};
 use crate::crash;
+use crate::download::{DownloadError, DownloadRequest};
 use crate::job::{Event, JobError, JobId, Output};
 use crate::now_ms;
 use crate::objstore::{OutputSource, StoredObject, UploadError, UploadRecord};
 use crate::run::dispatch::agenda::{Call, Ticket, Wakeup};
 use crate::run::dispatch::{Dispatcher, Key, Request, RunError, StopReason, draw, since_ms};
-use crate::run::download::{DownloadError, DownloadRequest};
 use crate::run::policy::{self, Decision, DownloadDecision, DownloadFailure, Stage, attempt_error};
 
 /// Links younger than this are never refreshed before use.

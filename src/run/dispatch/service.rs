@@ -10,9 +10,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::akool::Client;
+use crate::download;
 use crate::objstore::{ObjectStorage, UploadError};
 use crate::run::dispatch::event::{Answer, Request};
-use crate::run::download;
 use crate::store::Store;
 
 /// The future of one request's answer.
