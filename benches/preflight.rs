@@ -23,6 +23,7 @@ fn main() {
         per_video(&sim, quick).await;
         batch(&sim, quick).await;
         sim.shutdown().await;
+        first_analysis(quick).await;
     });
 }
 
@@ -110,6 +111,70 @@ async fn batch(sim: &Simulator, quick: bool) {
         human_bytes(after.bytes - before.bytes),
     );
     println!();
+}
+
+/// A whole batch through `run` with preflight on and off: how long until the first analysis
+/// is asked for. Every row has its own video and face, all served by the simulator, so
+/// preflight has 2 URLs per row to check; the first analysis needs only its own.
+async fn first_analysis(quick: bool) {
+    let rows = if quick { 1_000 } else { 10_000 };
+    println!(
+        "\n## Time to the first analysis, {rows} rows ({} URLs to check)\n",
+        rows * 2
+    );
+    println!("| preflight | first analysis after | URLs checked by then |");
+    println!("|---|---|---|");
+    for preflight in [true, false] {
+        let sim = Simulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            SimKnobs {
+                api_keys: vec!["bench-key".into()],
+                render_time: Duration::from_secs(3600),
+                analysis_time: Duration::from_secs(3600),
+                ..SimKnobs::default()
+            },
+        )
+        .await
+        .expect("simulator");
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("jobs.csv");
+        let mut csv = String::from("id,video_url,face_url\n");
+        for n in 0..rows {
+            csv.push_str(&format!(
+                "j{n},{base}/media/video.mp4?duration=12&n={n},{base}/media/face.jpg?n={n}\n",
+                base = sim.base_url()
+            ));
+        }
+        std::fs::write(&manifest, csv).unwrap();
+        let mut config = headswap_batch::demo::simulator_run_config(
+            manifest,
+            dir.path().join("db"),
+            &dir.path().join("out"),
+            sim.base_url(),
+            "bench-key",
+        );
+        config.preflight = preflight;
+        config.settings.tick = Duration::from_secs(3600);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let started = Instant::now();
+        let run = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { headswap_batch::run::run_batch(&config, shutdown).await }
+        });
+        while sim.stats().calls.analyze == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let first = started.elapsed();
+        let checked = sim.stats().media.requests;
+        shutdown.cancel();
+        let _ = run.await;
+        sim.shutdown().await;
+        println!(
+            "| {} | {} (parse and ingest included) | {checked} requests |",
+            if preflight { "on" } else { "off" },
+            millis(first)
+        );
+    }
 }
 
 fn millis(duration: Duration) -> String {

@@ -332,11 +332,13 @@ impl<'a> Dispatcher<'a> {
                     }
                 }
                 _ = self.run.shutdown.cancelled(), if shutdown_pending => return Event::Shutdown,
+                _ = self.pacer.until_ready(), if may_call => return Event::Permit,
+                _ = sleep_until(next_timer), if next_timer.is_some() => return Event::TimerDue,
+                // After the API's permits: a stream of checks must not hold up the calls the
+                // first checks already cleared.
                 check = self.checks.next(), if self.checks.running() => {
                     return Event::Checked(check)
                 }
-                _ = self.pacer.until_ready(), if may_call => return Event::Permit,
-                _ = sleep_until(next_timer), if next_timer.is_some() => return Event::TimerDue,
                 _ = sleep_until(gate_wait), if gate_wait.is_some() => return Event::GateOpen,
                 _ = sleep_until(self.run.deadline), if self.run.deadline.is_some() => {
                     return Event::Deadline
@@ -392,7 +394,16 @@ impl<'a> Dispatcher<'a> {
                     self.start_call(queued)?;
                 }
             }
-            Event::Checked(check) => self.on_checked(check)?,
+            Event::Checked(check) => {
+                self.on_checked(check)?;
+                // Every answer already there is taken in this turn.
+                for _ in 1..BATCH {
+                    match self.checks.try_next() {
+                        Some(check) => self.on_checked(check)?,
+                        None => break,
+                    }
+                }
+            }
             Event::TimerDue => self.fire_timers(),
             Event::GateOpen | Event::Abandoned => {}
             Event::Shutdown => {

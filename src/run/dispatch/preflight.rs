@@ -58,6 +58,16 @@ impl Checks {
         }
     }
 
+    /// A check's result if one is already there (`Some(None)`: every check has answered).
+    pub(super) fn try_next(&mut self) -> Option<Option<UrlCheck>> {
+        let results = self.results.as_mut()?;
+        match results.try_recv() {
+            Ok(check) => Some(Some(check)),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+        }
+    }
+
     fn clearance(&self, target: &Target) -> Option<Clearance> {
         match self.verdicts.get(target)? {
             Verdict::Invalid { reason } => Some(Clearance::Refused(reason.clone())),
@@ -233,9 +243,10 @@ impl Dispatcher<'_> {
                 display_url(&target.url)
             );
         }
+        // A cache, not a fact anything depends on: durable with the next flush that happens
+        // anyway (losing it costs a check again).
         let text = serde_json::to_string(&verdict).expect("verdicts serialize");
         self.store.put_check(&key(&target), &text)?;
-        self.flush_soon();
         self.checks.verdicts.insert(target.clone(), verdict);
         for video_url in self.checks.videos.remove(&target).unwrap_or_default() {
             if self.video_cleared(&video_url)? {
