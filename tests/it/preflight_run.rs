@@ -168,3 +168,30 @@ async fn the_demo_renders_the_example_and_preflight_catches_its_long_teaser() {
     let files = std::fs::read_dir(&out).unwrap().count();
     assert_eq!(files, 5);
 }
+
+/// Checks start the pipeline early rather than holding it up: the first analysis is asked for
+/// long before every URL of a large batch has been checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_analysis_does_not_wait_for_every_check() {
+    let sim = simulator(|_| {}).await;
+    let media = format!("{}/media", sim.base_url());
+    let rows = 400;
+    let mut csv = String::from("id,video_url,face_url\n");
+    for n in 0..rows {
+        csv.push_str(&format!(
+            "j{n},{media}/video.mp4?duration=12&n={n},{media}/face.jpg?n={n}\n"
+        ));
+    }
+    let batch = Batch::new(&csv);
+    let child = crate::support::spawn(batch.run_with_defaults(&sim.base_url(), &[]));
+    crate::support::until("the first analysis", || sim.stats().calls.analyze > 0).await;
+    let checked = sim.stats().media.requests;
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = crate::support::wait(child).await;
+    assert!(
+        checked < (rows as u64) / 2,
+        "{checked} URL checks before the first analysis, of {} in all",
+        rows * 2
+    );
+}
