@@ -11,6 +11,7 @@ pub mod config;
 pub mod crash;
 pub mod demo;
 pub mod exit;
+pub mod flags;
 pub mod ingest;
 pub mod job;
 pub mod logging;

@@ -249,10 +249,10 @@ pub fn decide_download(policy: &RetryPolicy, failure: DownloadFailure<'_>) -> Do
     let over = humantime::format_duration(Duration::from_secs(failure.failing_for.as_secs()));
     match failure.error {
         DownloadError::LinkExpired { .. } | DownloadError::NoLink { .. } if exhausted => {
-            DownloadDecision::Expire(JobError::new(
-                None,
-                format!("no usable output link for {over} ({attempt} tries)"),
-            ))
+            DownloadDecision::Expire(JobError::gave_up(format!(
+                "no usable output link for {over} ({})",
+                counted(attempt, "try", "tries")
+            )))
         }
         // A link refused at the first try most likely aged while the job waited: a fresh one
         // at once. Refused again, the service is handing out unusable links (a short lifetime,
@@ -272,10 +272,10 @@ pub fn decide_download(policy: &RetryPolicy, failure: DownloadFailure<'_>) -> Do
             }
         }
         DownloadError::Transient { detail } if exhausted => DownloadDecision::Fail {
-            error: JobError::new(
-                None,
-                format!("download failed after {attempt} attempts over {over}: {detail}"),
-            ),
+            error: JobError::gave_up(format!(
+                "download failed after {} over {over}: {detail}",
+                counted(attempt, "attempt", "attempts")
+            )),
             permanent: false,
         },
         DownloadError::Transient { .. } => DownloadDecision::Retry {
@@ -318,17 +318,19 @@ fn gave_up(error: &ApiError, attempts: u32, failing_for: Duration) -> JobError {
         } => ambiguous_text(error),
         other => other.to_string(),
     };
-    let attempts = match attempts {
-        1 => "1 attempt".to_string(),
-        n => format!("{n} attempts"),
-    };
-    JobError::new(
-        None,
-        format!(
-            "failed after {attempts} over {}: {error}",
-            humantime::format_duration(over)
-        ),
-    )
+    JobError::gave_up(format!(
+        "failed after {} over {}: {error}",
+        counted(attempts, "attempt", "attempts"),
+        humantime::format_duration(over)
+    ))
+}
+
+/// "1 attempt", "3 attempts".
+fn counted(count: u32, one: &str, many: &str) -> String {
+    match count {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
 }
 
 #[cfg(test)]
@@ -412,8 +414,7 @@ mod tests {
             assert_eq!(
                 decide(&POLICY, long).0,
                 Decision::Fail {
-                    error: JobError::new(
-                        None,
+                    error: JobError::gave_up(
                         "failed after 3 attempts over 2h: transient API failure: reset"
                     ),
                     permanent: false

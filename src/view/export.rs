@@ -148,12 +148,16 @@ pub fn error_text(job: &Job) -> String {
         .unwrap_or_default()
 }
 
-/// The `flags` cell: `possible_duplicate` when a create may have been sent twice (more flags
-/// would be joined by `|`).
+/// The `flags` cell, flags joined by `|`: `possible_duplicate` when a create may have been
+/// sent twice; `row_changed` when the manifest row changed after submission and the job was
+/// kept as submitted (`run --replace-changed` renders the new row).
 pub fn flags_text(job: &Job) -> String {
     let mut flags = Vec::new();
     if job.possible_duplicate {
         flags.push("possible_duplicate");
+    }
+    if job.row_changed {
+        flags.push("row_changed");
     }
     flags.join("|")
 }

@@ -33,6 +33,7 @@ struct ViewRequest {
     total: usize,
     states: std::collections::BTreeMap<JobState, usize>,
     flagged: usize,
+    row_changed: (usize, Vec<String>),
     live: bool,
     outage: Option<ServiceOutage>,
     timings: Vec<String>,
@@ -135,6 +136,15 @@ fn view_request(jobs: &Jobs, live: bool) -> ViewRequest {
         total: jobs.total(),
         states: jobs.counts(),
         flagged: jobs.flagged(),
+        row_changed: {
+            let ids = jobs.row_changed();
+            let count = ids.len();
+            let listed = ids
+                .take(view::MAX_ROW_CHANGED_LISTED)
+                .map(|id| id.to_string())
+                .collect();
+            (count, listed)
+        },
         live,
         outage: None,
         timings: Vec::new(),
@@ -161,6 +171,7 @@ fn write_view(store: &Store, db_path: &std::path::Path, request: ViewRequest) {
     snapshot.more_in_flight = request.in_flight_total - snapshot.in_flight.len();
     snapshot.more_failures = request.failures_total - snapshot.failures.len();
     snapshot.possible_duplicates = request.flagged;
+    (snapshot.row_changed, snapshot.row_changed_ids) = request.row_changed;
     snapshot.pid = request.live.then(std::process::id);
     snapshot.service_unavailable = request.outage;
     snapshot.timings = request.timings;
