@@ -99,6 +99,7 @@ pub async fn run_batch(
         _ => {
             // The file's bytes are not needed once parsed.
             let manifest = manifest::parse_bytes(&config.manifest, &std::mem::take(&mut bytes))?;
+            manifest.warn_if_decoded();
             let invalid = manifest.invalid().count();
             if config.strict && invalid > 0 {
                 return Err(strict_refusal(config, &manifest, invalid));

@@ -13,6 +13,7 @@ mod job;
 mod live;
 mod manifest;
 mod objstore;
+mod operator;
 mod preflight;
 mod preflight_run;
 mod pressure;

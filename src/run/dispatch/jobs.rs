@@ -60,7 +60,7 @@ impl<'a> Jobs<'a> {
             let attention = Attention::of(job);
             tracing::warn!(
                 job = %attention.id,
-                state = attention.state.as_str(),
+                state = %attention.state,
                 reason = attention.reason.as_str(),
                 line = attention.line,
                 permanent = attention.permanent,

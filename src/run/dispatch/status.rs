@@ -101,8 +101,21 @@ impl Dispatcher<'_> {
         self.status
             .write(&self.jobs, self.store, true, outage, timings);
         let now = Instant::now();
+        let states = self.jobs.counts();
+        // Every slot at the service is an analysis or a render (rendering, or a create on its
+        // way); what is not a render is an analysis.
+        let renders = states.get(&JobState::Rendering).copied().unwrap_or(0)
+            + states.get(&JobState::Submitting).copied().unwrap_or(0);
+        let next_due = self
+            .agenda
+            .next_due()
+            .into_iter()
+            .chain(self.deferred_wake())
+            .min();
         let figures = ProgressFigures {
-            states: self.jobs.counts(),
+            analyses_at_service: self.agenda.service.taken().saturating_sub(renders),
+            next_poll_in: next_due.map(|due| due.saturating_duration_since(now)),
+            states,
             api_calls: self.run.api_calls,
             throttled: self.run.throttled,
             effective_rate: self.pacer.effective_rate(),
