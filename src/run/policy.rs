@@ -656,6 +656,44 @@ mod tests {
     }
 
     #[test]
+    fn giving_up_counts_in_words_and_marks_the_error_transient() {
+        let policy = RetryPolicy {
+            max_attempts: Some(1),
+            ..POLICY
+        };
+        let broken = DownloadError::Transient {
+            detail: "connection refused".into(),
+        };
+        let DownloadDecision::Fail { error, permanent } =
+            decide_download(&policy, download(&broken, 0))
+        else {
+            panic!("the one allowed attempt is used up");
+        };
+        assert_eq!(
+            error.message,
+            "download failed after 1 attempt over 10s: connection refused"
+        );
+        assert!(error.transient && !permanent);
+        let expired = DownloadError::LinkExpired { status: 403 };
+        let DownloadDecision::Expire(error) = decide_download(&policy, download(&expired, 0))
+        else {
+            panic!("expired");
+        };
+        assert_eq!(error.message, "no usable output link for 10s (1 try)");
+        let (decision, _) = decide(&policy, failure(Stage::RenderPoll, &transient(false), 0));
+        assert!(
+            matches!(decision, Decision::Fail { error, .. } if error.transient
+            && error.message.starts_with("failed after 1 attempt over"))
+        );
+        let rejected = ApiError::Rejected {
+            code: 1003,
+            message: "bad".into(),
+        };
+        let (decision, _) = decide(&policy, failure(Stage::Create, &rejected, 0));
+        assert!(matches!(decision, Decision::Fail { error, permanent: true } if !error.transient));
+    }
+
+    #[test]
     fn backoff_is_full_jitter_under_a_cap() {
         assert_eq!(POLICY.backoff(1, 0.0), Duration::ZERO);
         assert_eq!(POLICY.backoff(3, 0.5), Duration::from_secs(4));

@@ -231,3 +231,65 @@ impl Drop for Progress {
         self.finish();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_taken_over_a_minute_and_never_shown_above_the_limit() {
+        let mut progress = Progress::new(false, Duration::from_secs(10));
+        let start = progress.calls[0].0;
+        let at = |seconds: f64| start + Duration::from_secs_f64(seconds);
+        assert_eq!(progress.request_rate(at(0.5), 3, 2.0), None, "too early");
+        assert_eq!(
+            progress.request_rate(at(2.0), 5, 2.0),
+            Some(2.0),
+            "a burst of 5 in 2 s is shown at the limit, not as 2.5"
+        );
+        assert_eq!(progress.request_rate(at(30.0), 50, 2.0), Some(50.0 / 30.0));
+        assert_eq!(
+            progress.request_rate(at(90.0), 140, 2.0),
+            Some(1.5),
+            "over the last minute"
+        );
+        assert_eq!(
+            progress.request_rate(at(91.0), 150, f64::INFINITY),
+            Some(100.0 / 61.0)
+        );
+    }
+
+    #[test]
+    fn a_run_that_sends_nothing_says_what_it_waits_for() {
+        let figures = |rendering: usize, downloading: usize, analyses: usize| ProgressFigures {
+            states: [
+                (JobState::Rendering, rendering),
+                (JobState::Downloading, downloading),
+                (JobState::Pending, 3),
+            ]
+            .into_iter()
+            .collect(),
+            api_calls: 10,
+            throttled: 0,
+            effective_rate: 2.0,
+            cooling_for: None,
+            outage: None,
+            wave: None,
+            analyses_at_service: analyses,
+            next_poll_in: Some(Duration::from_millis(41_300)),
+        };
+        assert_eq!(
+            waiting_for(&figures(12, 0, 0)).as_deref(),
+            Some("waiting for 12 renders at the service, next poll in 41s")
+        );
+        assert_eq!(
+            waiting_for(&figures(1, 0, 2)).as_deref(),
+            Some("waiting for 1 render and 2 analyses at the service, next poll in 41s")
+        );
+        assert_eq!(
+            waiting_for(&figures(0, 2, 0)).as_deref(),
+            Some("waiting for 2 downloads")
+        );
+        assert_eq!(waiting_for(&figures(0, 0, 0)), None);
+    }
+}

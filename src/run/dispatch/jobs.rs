@@ -58,16 +58,19 @@ impl<'a> Jobs<'a> {
         let before = self.open.get(&job.id).map(|brief| brief.state);
         if needs_attention(job.state) && before != Some(job.state) {
             let attention = Attention::of(job);
-            tracing::warn!(
-                job = %attention.id,
-                state = %attention.state,
-                reason = attention.reason.as_str(),
-                line = attention.line,
-                permanent = attention.permanent,
-                "job {} ended {}",
-                attention.id,
-                attention.state
+            let (id, state, reason, line) = (
+                &attention.id,
+                attention.state,
+                attention.reason.as_str(),
+                attention.line,
             );
+            if state == JobState::Failed {
+                // Whether the service judged the request decides what `retry` does with it.
+                let permanent = attention.permanent;
+                tracing::warn!(job = %id, state = %state, reason, line, permanent, "job {id} ended {state}");
+            } else {
+                tracing::warn!(job = %id, state = %state, reason, line, "job {id} ended {state}");
+            }
         }
         self.note(job);
         Ok(())
