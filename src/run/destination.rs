@@ -91,6 +91,8 @@ fn available_bytes(folder: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it initialized `stats`.
     let stats = unsafe { stats.assume_init() };
+    // Both are 64 bits here but 32 on some targets.
+    #[allow(clippy::useless_conversion)]
     Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
 }
 

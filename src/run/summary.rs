@@ -136,7 +136,7 @@ fn print_attention(report: &RunReport, command: &str) {
             .collect();
         let more = report.row_changed.len().saturating_sub(ids.len());
         todo.push(format!(
-            "row_changed ({}): {}{} changed in the manifest after submission and were kept as submitted; run with --replace-changed to render the new rows (paid again)",
+            "row_changed ({}): {}{}: edited in the manifest after submission, kept as submitted; run with --replace-changed to render the edited rows (paid again)",
             report.row_changed.len(),
             ids.join(", "),
             if more > 0 {
@@ -144,6 +144,12 @@ fn print_attention(report: &RunReport, command: &str) {
             } else {
                 String::new()
             }
+        ));
+    }
+    if report.possible_duplicates > 0 {
+        todo.push(format!(
+            "possible_duplicate ({}): a create's answer was lost and the create was sent again, so the service may have billed it twice; `{command} export` flags them (column flags), to check against the account",
+            report.possible_duplicates
         ));
     }
     if !todo.is_empty() {

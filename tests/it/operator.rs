@@ -346,7 +346,7 @@ async fn a_row_edited_after_submission_is_flagged_everywhere_until_restored_or_r
     assert_exit(&output, 0);
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("row_changed (1): hero") && stderr.contains("--replace-changed"),
+        stderr.contains("row_changed (1): hero: edited") && stderr.contains("--replace-changed"),
         "the summary names it: {stderr}"
     );
     let flags = |batch: &Batch| batch.export()[0]["flags"].clone();
