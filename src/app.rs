@@ -20,24 +20,32 @@ pub fn execute(cli: Cli) -> Exit {
 }
 
 fn dispatch(cli: Cli) -> Result<Exit, Fatal> {
+    let before = &cli.db_before_command;
     match cli.command {
         Command::Check(args) => {
             crate::check::run(&args.manifest, args.json, args.preflight, args.shards)
         }
-        Command::Status(args) => crate::view::status(&cli.db, args.json),
-        Command::Export(args) => crate::view::export(&cli.db, args.out.as_deref()),
+        Command::Status(args) => {
+            crate::view::status(&config::database(before, &args.db), args.json)
+        }
+        Command::Export(args) => {
+            crate::view::export(&config::database(before, &args.db), args.out.as_deref())
+        }
         Command::Simulate(args) => crate::simulator::run_cli(args.listen, args.knobs),
         Command::Run(args) => {
             let interactive = !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let config = crate::run::RunConfig::from_args(&args, cli.db, interactive)?;
+            let db = config::database(before, &args.db);
+            let config = crate::run::RunConfig::from_args(&args, db, interactive)?;
             crate::run::command(&config)
         }
         Command::Demo(args) => crate::demo::command(&args.out, args.manifest.as_deref()),
         Command::Retry(args) => {
             let request = config::retry_request(&args)?;
-            crate::retry::command(&cli.db, &request)
+            crate::retry::command(&config::database(before, &args.db), &request)
         }
-        Command::Report(args) => crate::view::report(&cli.db, &args.out),
+        Command::Report(args) => {
+            crate::view::report(&config::database(before, &args.db), &args.out)
+        }
         Command::Completions(args) => {
             let mut out = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "headswap-batch", &mut out);

@@ -19,6 +19,7 @@ use crate::preflight::{self, Checker, ManifestPreflight, PreflightConfig};
 
 pub fn run(path: &Path, json: bool, preflight: bool, shards: Option<u32>) -> Result<Exit, Fatal> {
     let manifest = manifest::parse_file(path)?;
+    manifest.warn_if_decoded();
     let checked = if preflight {
         Some(run_preflight(&manifest)?)
     } else {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::akool::Resolution;
+use crate::flags;
 use crate::job::MultiSubject;
 use crate::logging::LogFormat;
 use crate::manifest::Shard;
@@ -21,21 +22,19 @@ use crate::secret::Secret;
     about = "Render a CSV manifest of videos and faces through Akool's head-swap API, durably and exactly once."
 )]
 pub struct Cli {
-    /// State directory (the sled database).
-    #[arg(
-        long,
-        global = true,
-        env = "HEADSWAP_DB",
-        default_value = "headswap.db"
-    )]
-    pub db: PathBuf,
+    /// `--db` before the command (`headswap-batch --db PATH status`), as scripts write it. Not
+    /// shown here: each command that reads a database offers `--db` itself, and `config`
+    /// refuses this one before a command that uses none (`check`, `simulate`, `demo`...).
+    #[arg(long = "db", value_name = "PATH", hide = true)]
+    pub db_before_command: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, env = "HEADSWAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Only warnings and errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// More detail (-vv for every request).
+    /// More detail: -v every API call, -vv also the bodies of requests and answers (secrets
+    /// redacted).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
@@ -55,7 +54,8 @@ pub enum Command {
     Status(StatusArgs),
     /// One CSV row per job.
     Export(ExportArgs),
-    /// Put failed/expired/held jobs back to be processed by the next run.
+    /// Put failed, expired or held jobs back to be processed by the next run, and say how many
+    /// may be billed again.
     Retry(RetryArgs),
     /// Run the local Akool simulator.
     Simulate(SimulateArgs),
@@ -73,6 +73,8 @@ pub enum Command {
 pub struct RunArgs {
     /// The CSV manifest.
     pub manifest: PathBuf,
+    #[command(flatten)]
+    pub db: DbArgs,
     /// Where finished jobs go: a folder (each job is DIR/<id>.mp4), or object storage as
     /// s3://BUCKET/PREFIX/ (each job is PREFIX/<id>.mp4; credentials and endpoint from the
     /// usual AWS_* environment).
@@ -101,7 +103,7 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Manifest")]
     pub no_reuse_renders: bool,
     /// Stop taking new work when it would not finish within this time (e.g. 7h30m), then exit 4.
-    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Run")]
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_MAX_RUNTIME, "a shorter run would stop before anything started"), allow_hyphen_values = true, help_heading = "Run")]
     pub max_runtime: Option<Duration>,
     /// What to do with a job whose create may have been sent but whose answer was lost.
     #[arg(long, value_enum, default_value_t = OnAmbiguous::Resubmit, help_heading = "Run")]
@@ -146,8 +148,8 @@ pub struct ApiArgs {
         help_heading = "API"
     )]
     pub client_secret: Option<Secret>,
-    /// Timeout of one API request.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", help_heading = "API")]
+    /// Timeout of one API request (at least 1s: a create cut off by it may have been billed).
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_REQUEST_TIMEOUT, "a create cut off by the timeout may have been billed, and is sent again as a possible duplicate"), allow_hyphen_values = true, default_value = "30s", help_heading = "API")]
     pub request_timeout: Duration,
 }
 
@@ -157,7 +159,7 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
     pub concurrency: u32,
     /// API requests per second, all endpoints together.
-    #[arg(long, default_value_t = 2.0, help_heading = "Limits")]
+    #[arg(long, default_value_t = 2.0, value_parser = flags::rate, allow_negative_numbers = true, help_heading = "Limits")]
     pub rate: f64,
     /// Requests that may go out at once above the steady rate.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
@@ -167,15 +169,15 @@ pub struct LimitArgs {
     pub downloads: u32,
     /// How long a job may keep meeting transient failures (5xx, 2001, resets, timeouts,
     /// unusable links) before it is failed. Throttling and outages of the whole service do not
-    /// count.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "2h", help_heading = "Retries")]
+    /// count. At least 1m.
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_GIVE_UP_AFTER, "a few seconds of failures are ordinary, and would fail jobs the next request finishes"), allow_hyphen_values = true, default_value = "2h", help_heading = "Retries")]
     pub give_up_after: Duration,
     /// Also fail a stage after this many transient failures in a row (by default only
     /// --give-up-after counts).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Retries")]
     pub max_attempts: Option<u32>,
-    /// Largest output file accepted.
-    #[arg(long, default_value_t = 4 << 30, help_heading = "Limits")]
+    /// Largest output file accepted, in bytes.
+    #[arg(long, default_value_t = 4 << 30, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits")]
     pub max_download_bytes: u64,
 }
 
@@ -183,24 +185,24 @@ pub struct LimitArgs {
 /// demo shorten them.
 #[derive(Debug, Clone, Args)]
 pub struct PollingArgs {
-    /// Shortest interval between two polls of the same analysis or render.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s", help_heading = "Polling")]
+    /// Shortest interval between two polls of the same analysis or render (at least 10ms).
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_POLL_INTERVAL, "polling paces itself by --rate; this only keeps it from spinning"), allow_hyphen_values = true, default_value = "2s", help_heading = "Polling")]
     pub poll_min: Duration,
-    /// Longest interval between two polls of the same analysis or render.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", help_heading = "Polling")]
+    /// Longest interval between two polls of the same analysis or render (not below --poll-min).
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_POLL_INTERVAL, "polling paces itself by --rate; this only keeps it from spinning"), allow_hyphen_values = true, default_value = "60s", help_heading = "Polling")]
     pub poll_max: Duration,
     /// A hint of how long an analysis takes, used only until the service's timing is learned
     /// (by default the first analyses are probed early and their progress extrapolated).
-    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Polling")]
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_PAUSE, "a zero hint would poll at once"), allow_hyphen_values = true, help_heading = "Polling")]
     pub analysis_guess: Option<Duration>,
     /// A hint of how long a render takes, used only until the service's timing is learned.
-    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Polling")]
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_PAUSE, "a zero hint would poll at once"), allow_hyphen_values = true, help_heading = "Polling")]
     pub render_guess: Option<Duration>,
     /// First retry delay after a transient failure (doubles each attempt, full jitter).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s", help_heading = "Retries")]
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_PAUSE, "a zero pause would retry in a busy loop"), allow_hyphen_values = true, default_value = "1s", help_heading = "Retries")]
     pub backoff_base: Duration,
-    /// Longest retry delay.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", help_heading = "Retries")]
+    /// Longest retry delay (not below --backoff-base).
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_PAUSE, "a zero pause would retry in a busy loop"), allow_hyphen_values = true, default_value = "60s", help_heading = "Retries")]
     pub backoff_cap: Duration,
 }
 
@@ -234,6 +236,8 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
     /// The HTML file to write.
     #[arg(long, default_value = "report.html")]
     pub out: PathBuf,
@@ -247,6 +251,8 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -254,6 +260,8 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
     /// Write to this file instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -261,15 +269,37 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct RetryArgs {
-    /// Every failed job.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Every job that failed for a transient reason (it kept meeting errors until
+    /// --give-up-after); add --permanent for those the service judged.
     #[arg(long)]
     pub failed: bool,
-    /// Every expired job.
+    /// With --failed: also the jobs whose input the service judged (a render failed with a
+    /// reason, a create rejected, no person detected). Retrying them usually pays again for
+    /// the same answer; fixing their rows is the better way.
+    #[arg(long, requires = "failed")]
+    pub permanent: bool,
+    /// Every expired job (a fresh download link is asked for; nothing is rendered again).
     #[arg(long)]
     pub expired: bool,
-    /// These jobs (comma-separated ids), whatever their final state.
+    /// These jobs (comma-separated ids), if failed, expired or held, whatever the reason. An
+    /// unknown id is an error, and then nothing is retried.
     #[arg(long, value_delimiter = ',')]
     pub ids: Vec<String>,
+}
+
+/// The database option of the commands that read or write one.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// State directory (the sled database).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "HEADSWAP_DB",
+        default_value = "headswap.db"
+    )]
+    pub db: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::akool::{ClientConfig, Credentials};
-use crate::cli::{ApiArgs, JobDefaults, RetryArgs, RunArgs};
+use crate::cli::{ApiArgs, Cli, Command, DbArgs, JobDefaults, RetryArgs, RunArgs};
 use crate::exit::Fatal;
 use crate::manifest::Defaults;
 use crate::objstore::Destination;
@@ -19,13 +19,8 @@ impl RunConfig {
     /// Turn the command line into a checked configuration.
     pub fn from_args(args: &RunArgs, db: PathBuf, interactive: bool) -> Result<RunConfig, Fatal> {
         let client = client_config(&args.api)?;
+        // Each value was checked by its parser (`flags`), and pairs by `check_usage`.
         let limits = &args.limits;
-        if !(limits.rate.is_finite() && limits.rate > 0.0) {
-            return Err(Fatal::new(format!(
-                "--rate must be a positive number, not {}",
-                limits.rate
-            )));
-        }
         let out = args.out.to_string_lossy();
         let destination = if out.starts_with("s3://") {
             let destination = Destination::parse(&out).map_err(|error| {
@@ -73,9 +68,6 @@ impl RunConfig {
             summary_every: Duration::from_secs(10),
             grace: Duration::from_secs(10),
         };
-        if settings.analysis_poll.min > settings.analysis_poll.max {
-            return Err(Fatal::new("--poll-min must not be larger than --poll-max"));
-        }
         Ok(RunConfig {
             manifest: args.manifest.clone(),
             db,
@@ -143,7 +135,58 @@ pub fn retry_request(args: &RetryArgs) -> Result<RetryRequest, Fatal> {
     }
     Ok(RetryRequest {
         failed: args.failed,
+        permanent: args.permanent,
         expired: args.expired,
         ids: args.ids.iter().map(|id| id.trim().to_string()).collect(),
     })
+}
+
+/// What clap cannot check alone, as usage errors (exit 2, like clap's own): flags that must
+/// agree with each other, and `--db` before a command that reads no database.
+pub fn check_usage(cli: &Cli) -> Result<(), clap::Error> {
+    use clap::CommandFactory;
+    let usage = |message: String| {
+        Err(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message))
+    };
+    let ignores_db = match &cli.command {
+        Command::Check(_) => Some("check"),
+        Command::Simulate(_) => Some("simulate"),
+        Command::Demo(_) => Some("demo"),
+        Command::Completions(_) => Some("completions"),
+        Command::Man => Some("man"),
+        Command::Run(_)
+        | Command::Status(_)
+        | Command::Export(_)
+        | Command::Retry(_)
+        | Command::Report(_) => None,
+    };
+    if let (Some(command), Some(_)) = (ignores_db, &cli.db_before_command) {
+        return usage(format!(
+            "--db is not used by `{command}`: it reads no database"
+        ));
+    }
+    if let Command::Run(args) = &cli.command {
+        let polling = &args.polling;
+        if polling.poll_min > polling.poll_max {
+            return usage(format!(
+                "--poll-min ({}) must not be longer than --poll-max ({})",
+                humantime::format_duration(polling.poll_min),
+                humantime::format_duration(polling.poll_max)
+            ));
+        }
+        if polling.backoff_base > polling.backoff_cap {
+            return usage(format!(
+                "--backoff-base ({}) must not be longer than --backoff-cap ({})",
+                humantime::format_duration(polling.backoff_base),
+                humantime::format_duration(polling.backoff_cap)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The database a command works on: `--db` before the command (as scripts write it) wins
+/// over the command's own `--db`, `HEADSWAP_DB` and the default.
+pub fn database(db_before_command: &Option<PathBuf>, args: &DbArgs) -> PathBuf {
+    db_before_command.clone().unwrap_or_else(|| args.db.clone())
 }

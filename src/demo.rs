@@ -71,7 +71,7 @@ pub fn command(out: &Path, manifest: Option<&Path>) -> Result<Exit, Fatal> {
         simulator.shutdown().await;
         let report = report?;
         print_jobs(&config.db)?;
-        run::print_summary(&report);
+        run::print_summary(&report, &config.db);
         if report.stop.is_some() {
             return Ok(run::exit_for(&report, None));
         }

@@ -128,7 +128,7 @@ impl From<ManifestError> for Fatal {
                 "check the path given on the command line"
             }
             ManifestError::NotUtf8 { .. } | ManifestError::NotText { .. } => {
-                "save the sheet as \"CSV UTF-8 (comma delimited)\""
+                "this does not look like a CSV file; save the sheet as \"CSV UTF-8 (comma delimited)\""
             }
             ManifestError::Empty { .. } | ManifestError::MissingColumns { .. } => {
                 "the first line must be a header such as: id,video_url,face_url,obj_id,resolution"

@@ -60,8 +60,9 @@ pub enum Plan {
     Update(Job),
     /// The row changed after submission and `--replace-changed` restarts it (rendered again).
     Replace(Job),
-    /// The row changed after submission: kept as it is, and reported.
-    ChangedSubmitted,
+    /// The row changed after submission: kept as it is, flagged `row_changed`, and
+    /// reported. Carries the job to write when the flag is new (`None`: already flagged).
+    ChangedSubmitted(Option<Job>),
 }
 
 /// Decide what ingesting `entry` does to `existing`, the stored job with the same id.
@@ -82,10 +83,12 @@ pub fn plan(
         return Plan::Add(wanted);
     };
     if existing.fingerprint == wanted.fingerprint {
-        // Same request: keep the state, refresh what does not affect the render.
+        // Same request: keep the state, refresh what does not affect the render. A row that
+        // had changed after submission and is back as it was is no longer flagged.
         let before = existing.clone();
         existing.line = entry.line;
         existing.spec.extra = wanted.spec.extra;
+        existing.row_changed = false;
         return if existing == before {
             Plan::Keep
         } else {
@@ -94,7 +97,11 @@ pub fn plan(
     }
     let submitted = may_have_been_submitted(&existing);
     match (submitted, replace_changed) {
-        (true, false) => Plan::ChangedSubmitted,
+        (true, false) if existing.row_changed => Plan::ChangedSubmitted(None),
+        (true, false) => {
+            existing.row_changed = true;
+            Plan::ChangedSubmitted(Some(existing))
+        }
         (true, true) => Plan::Replace(replace(existing, wanted, now_ms)),
         (false, _) => Plan::Update(replace(existing, wanted, now_ms)),
     }
@@ -192,7 +199,12 @@ pub fn ingest(
                 store.put_job(&job)?;
                 report.replaced.push(entry.id.clone());
             }
-            Plan::ChangedSubmitted => report.changed_submitted.push(entry.id.clone()),
+            Plan::ChangedSubmitted(flagged) => {
+                if let Some(job) = flagged {
+                    store.put_job(&job)?;
+                }
+                report.changed_submitted.push(entry.id.clone());
+            }
         }
         listed.insert(entry.id);
     }

@@ -12,6 +12,7 @@ pub mod crash;
 pub mod demo;
 pub mod download;
 pub mod exit;
+pub mod flags;
 pub mod ingest;
 pub mod job;
 pub mod logging;

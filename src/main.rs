@@ -11,6 +11,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let cli = headswap_batch::cli::Cli::parse();
+    if let Err(usage) = headswap_batch::config::check_usage(&cli) {
+        usage.exit();
+    }
     headswap_batch::logging::init(cli.log_format, cli.quiet, cli.verbose);
     ExitCode::from(headswap_batch::app::execute(cli).code())
 }

@@ -1,5 +1,8 @@
 //! HTTP client for the Akool API: authentication, one shared connection pool, and one place
 //! where each call is sent, timed, logged and classified.
+//!
+//! Logging: every call at debug (`-v`); the bodies of requests and answers at trace (`-vv`),
+//! with the credentials scrubbed from them and the getToken answer left out (it is the token).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,6 +171,7 @@ impl Client {
             request = request.query(&[("_id", id)]);
         }
         if let Some(body) = body {
+            tracing::trace!(%method, path, body = %self.scrub_text(body.to_string()), "api request body");
             request = request.json(&body);
         }
         self.exchange(&method, path, id, request).await
@@ -205,6 +209,11 @@ impl Client {
         client_secret: &Secret,
     ) -> Result<Secret, ApiError> {
         let body = json!({ "clientId": client_id, "clientSecret": client_secret.expose() });
+        tracing::trace!(
+            path = GET_TOKEN_PATH,
+            body = %json!({ "clientId": client_id, "clientSecret": "[redacted]" }),
+            "api request body"
+        );
         let request = self.request(Method::POST, GET_TOKEN_PATH).json(&body);
         let success = self
             .exchange(&Method::POST, GET_TOKEN_PATH, None, request)
@@ -244,6 +253,12 @@ impl Client {
                     .and_then(|value| value.to_str().ok())
                     .and_then(wire::parse_retry_after);
                 let body = response.bytes().await.map(|body| body.to_vec());
+                if let Ok(bytes) = &body {
+                    if tracing::enabled!(tracing::Level::TRACE) {
+                        let shown = self.shown_body(path, bytes);
+                        tracing::trace!(%method, path, id = id.unwrap_or(""), status, body = %shown, "api answer body");
+                    }
+                }
                 Exchange::Answered {
                     status,
                     retry_after,
@@ -269,8 +284,22 @@ impl Client {
         outcome
     }
 
-    /// Remove the credentials from an error's text, in case a server or proxy echoes them.
-    fn scrub(&self, error: ApiError) -> ApiError {
+    /// An answer's body as the trace log shows it: at most [`MAX_LOGGED_BODY`] bytes of its
+    /// text with the credentials scrubbed; none of getToken's (it carries the token).
+    fn shown_body(&self, path: &str, bytes: &[u8]) -> String {
+        if path == GET_TOKEN_PATH {
+            return format!("[redacted: {} bytes holding the token]", bytes.len());
+        }
+        let cut = bytes.len().min(MAX_LOGGED_BODY);
+        let mut text = self.scrub_text(String::from_utf8_lossy(&bytes[..cut]).into_owned());
+        if cut < bytes.len() {
+            text.push_str(&format!("... ({} bytes in all)", bytes.len()));
+        }
+        text
+    }
+
+    /// Remove the credentials (API key, client secret, bearer token) from a text.
+    fn scrub_text(&self, text: String) -> String {
         let secrets: Vec<String> = match &self.inner.credentials {
             Credentials::ApiKey(key) => vec![key.expose().to_owned()],
             Credentials::ClientCredentials { client_secret, .. } => {
@@ -281,14 +310,17 @@ impl Client {
                 secrets
             }
         };
-        let clean = |text: String| {
-            secrets
-                .iter()
-                .filter(|secret| !secret.is_empty())
-                .fold(text, |text, secret| {
-                    text.replace(secret.as_str(), "[redacted]")
-                })
-        };
+        secrets
+            .iter()
+            .filter(|secret| !secret.is_empty())
+            .fold(text, |text, secret| {
+                text.replace(secret.as_str(), "[redacted]")
+            })
+    }
+
+    /// Remove the credentials from an error's text, in case a server or proxy echoes them.
+    fn scrub(&self, error: ApiError) -> ApiError {
+        let clean = |text: String| self.scrub_text(text);
         match error {
             ApiError::Transient {
                 detail,
@@ -324,6 +356,9 @@ impl std::fmt::Debug for Client {
             .finish_non_exhaustive()
     }
 }
+
+/// Longest part of an answer's body written to the trace log.
+const MAX_LOGGED_BODY: usize = 4096;
 
 /// Most redirects followed for one request (API call or download).
 const MAX_REDIRECTS: usize = 5;

@@ -141,6 +141,11 @@ pub struct JobError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i64>,
     pub message: String,
+    /// The stage gave up after transient failures (5xx, resets, timeouts for longer than
+    /// `--give-up-after`): the service never judged the request, so trying again may work.
+    /// False for an answer about the request itself (a rejection, a failed render).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transient: bool,
 }
 
 impl JobError {
@@ -148,6 +153,15 @@ impl JobError {
         JobError {
             code,
             message: message.into(),
+            transient: false,
+        }
+    }
+
+    /// The error of a stage that kept failing transiently until it gave up.
+    pub fn gave_up(message: impl Into<String>) -> JobError {
+        JobError {
+            transient: true,
+            ..JobError::new(None, message)
         }
     }
 }
@@ -226,6 +240,18 @@ pub struct Job {
     /// and every create whose answer was lost.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub creates: u32,
+    /// The job `failed` because the service judged its request (a render failed with a
+    /// reason, a create rejected, no person or not that obj_id detected): the same request
+    /// would most likely fail again, and be paid again. `retry --failed` leaves such jobs
+    /// alone unless `--permanent` is given. (Records written before this field existed read
+    /// as false; `render_failed` still marks theirs.)
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub permanent_failure: bool,
+    /// The manifest row changed after the job may have been submitted, and the job was kept
+    /// as submitted (`run --replace-changed` renders the new row). Cleared when the row is
+    /// restored or the job replaced.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub row_changed: bool,
     pub times: Timestamps,
 }
 
@@ -382,6 +408,8 @@ impl Job {
             preflight_failed: false,
             reused_from: None,
             creates: 0,
+            permanent_failure: false,
+            row_changed: false,
             times: Timestamps {
                 created_ms: now_ms,
                 updated_ms: now_ms,
@@ -396,6 +424,12 @@ impl Job {
         job.state = JobState::Invalid;
         job.last_error = Some(JobError::new(None, reason));
         job
+    }
+
+    /// The job failed for a reason the service gave about its request (see
+    /// [`Job::permanent_failure`]), so retrying it would most likely pay for the same answer.
+    pub fn failed_permanently(&self) -> bool {
+        self.state == JobState::Failed && (self.permanent_failure || self.render_failed)
     }
 
     /// Apply one event. On error the job is unchanged.
@@ -499,11 +533,13 @@ impl Job {
             }
             (S::Rendering, Event::RenderFailed { error }) => {
                 self.render_failed = true;
+                self.permanent_failure = true;
                 self.last_error = Some(error);
                 self.times.finished_ms = Some(now_ms);
                 self.state = S::Failed;
             }
             (state, Event::Failed { error }) if !state.is_final() => {
+                self.permanent_failure = !error.transient;
                 self.last_error = Some(error);
                 self.times.finished_ms = Some(now_ms);
                 self.state = S::Failed;
@@ -539,6 +575,7 @@ impl Job {
                     }
                 };
                 self.render_failed = false;
+                self.permanent_failure = false;
                 self.reopen(state);
             }
             (S::Pending | S::Analyzing | S::Ready, Event::PreflightFailed { error }) => {
@@ -559,6 +596,7 @@ impl Job {
                 self.reopen(S::Ready);
             }
             (_, Event::Replace { spec, fingerprint }) => {
+                // A fresh job: `row_changed` and every other flag start over.
                 let line = self.line;
                 let created_ms = self.times.created_ms;
                 *self = Job::new(self.id.clone(), line, spec, now_ms);

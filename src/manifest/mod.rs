@@ -1,8 +1,9 @@
 //! The CSV manifest: reading it the way Excel writes it, validating every row, and grouping
 //! rows that share an `id` into one multi-subject job.
 //!
-//! A file that cannot be used at all (missing, empty, not UTF-8 text, a required column
-//! absent) is refused with a [`ManifestError`]. Everything else becomes a [`ManifestJob`]:
+//! A file that cannot be used at all (missing, empty, not text, a required column absent) is
+//! refused with a [`ManifestError`]. Text that is not UTF-8 is decoded rather than refused
+//! (see [`Decoded`]): Excel's "CSV" is Windows-1252, its "Unicode text" UTF-16. Everything else becomes a [`ManifestJob`]:
 //! either a [`RawJob`] ready to run or a one-line reason why it cannot, with the physical line
 //! numbers of its rows, so one bad row never stops the rest of the batch.
 //!
@@ -56,7 +57,22 @@ pub struct Manifest {
     pub extra_columns: Vec<String>,
     pub jobs: Vec<ManifestJob>,
     /// SHA-256 (hex) of the file's bytes: tells whether a re-ingested file changed at all.
+    /// Always of the bytes as read, whatever their encoding.
     pub sha256: String,
+    /// The file was not UTF-8 and was decoded from another encoding.
+    pub decoded: Option<Decoded>,
+}
+
+/// How a manifest that is not UTF-8 was read: a file with a UTF-16 byte-order mark as UTF-16
+/// (Excel's "Unicode text"), any other text as Windows-1252 (Excel's "CSV" on Windows, and a
+/// superset of Latin-1 in which every byte is a character). A file holding NUL bytes is not
+/// text in any of these and is still refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// The encoding's name (`windows-1252`, `UTF-16LE`, `UTF-16BE`).
+    pub encoding: &'static str,
+    /// The first line holding a byte that is not UTF-8.
+    pub line: u64,
 }
 
 /// One job of the manifest: one row, or several rows sharing an `id`.
@@ -173,7 +189,7 @@ pub enum ManifestError {
     Unreadable { path: PathBuf, cause: String },
     #[error("manifest {path} is empty: it needs a header row naming at least video_url and face_url", path = .path.display())]
     Empty { path: PathBuf },
-    #[error("manifest {path} is not UTF-8 text (invalid byte on line {line})", path = .path.display())]
+    #[error("manifest {path} is not UTF-8 text (invalid byte on line {line}), nor text in another encoding (it holds NUL bytes)", path = .path.display())]
     NotUtf8 { path: PathBuf, line: u64 },
     #[error("manifest {path} is not a CSV text file (NUL byte on line {line})", path = .path.display())]
     NotText { path: PathBuf, line: u64 },
@@ -231,15 +247,10 @@ pub fn content_sha256(bytes: &[u8]) -> String {
 pub fn parse_bytes(name: &Path, bytes: &[u8]) -> Result<Manifest, ManifestError> {
     let path = name.to_path_buf();
     let sha256 = content_sha256(bytes);
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(error) => {
-            let line = line_of_offset(bytes, error.valid_up_to());
-            return Err(ManifestError::NotUtf8 { path, line });
-        }
-    };
+    let (text, decoded) = decode(&path, bytes)?;
+    let text: &str = &text;
     if let Some(offset) = text.bytes().position(|byte| byte == 0) {
-        let line = line_of_offset(bytes, offset);
+        let line = line_of_offset(text.as_bytes(), offset);
         return Err(ManifestError::NotText { path, line });
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -289,5 +300,55 @@ pub fn parse_bytes(name: &Path, bytes: &[u8]) -> Result<Manifest, ManifestError>
         extra_columns: header.extra.iter().map(|(_, name)| name.clone()).collect(),
         jobs: builder.finish(),
         sha256,
+        decoded,
     })
+}
+
+/// The file's text: as it is when it is UTF-8, otherwise decoded (see [`Decoded`]).
+fn decode<'b>(
+    path: &Path,
+    bytes: &'b [u8],
+) -> Result<(std::borrow::Cow<'b, str>, Option<Decoded>), ManifestError> {
+    let error = match std::str::from_utf8(bytes) {
+        Ok(text) => return Ok((text.into(), None)),
+        Err(error) => error,
+    };
+    let line = line_of_offset(bytes, error.valid_up_to());
+    let (body, utf16) = match encoding_rs::Encoding::for_bom(bytes) {
+        Some((encoding, bom)) if encoding != encoding_rs::UTF_8 => (&bytes[bom..], Some(encoding)),
+        // A UTF-8 byte-order mark on a file that is not UTF-8 after all: the mark goes.
+        Some((_, bom)) => (&bytes[bom..], None),
+        None => (bytes, None),
+    };
+    if let Some(encoding) = utf16 {
+        let (text, _) = encoding.decode_without_bom_handling(body);
+        let encoding = encoding.name();
+        return Ok((text, Some(Decoded { encoding, line: 1 })));
+    }
+    if bytes.contains(&0) {
+        return Err(ManifestError::NotUtf8 {
+            path: path.to_path_buf(),
+            line,
+        });
+    }
+    let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(body);
+    let encoding = encoding_rs::WINDOWS_1252.name();
+    Ok((text, Some(Decoded { encoding, line })))
+}
+
+impl Manifest {
+    /// Say once, as a warning, that the file was not UTF-8 and how it was read.
+    pub fn warn_if_decoded(&self) {
+        if let Some(decoded) = &self.decoded {
+            tracing::warn!(
+                manifest = %self.path.display(),
+                encoding = decoded.encoding,
+                line = decoded.line,
+                "manifest {} is not UTF-8 (first on line {}): read as {}; check the accented text of that line in `export`, or save the sheet as \"CSV UTF-8\" to be sure",
+                self.path.display(),
+                decoded.line,
+                decoded.encoding
+            );
+        }
+    }
 }

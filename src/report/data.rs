@@ -84,6 +84,8 @@ pub struct ReportJob {
     pub possible_duplicate: bool,
     /// The render itself failed (status 4), as opposed to the service being unreachable.
     pub render_failed: bool,
+    /// The manifest row changed after submission; the job was kept as submitted.
+    pub row_changed: bool,
     /// Attempts at the current stage.
     pub attempts: u32,
     pub times: ReportTimes,
@@ -235,6 +237,7 @@ impl ReportData {
                 error: job.last_error.as_ref().map(|error| error.message.clone()),
                 possible_duplicate: job.possible_duplicate,
                 render_failed: job.render_failed,
+                row_changed: job.row_changed,
                 attempts: job.attempts,
                 times: ReportTimes {
                     created_ms: job.times.created_ms,

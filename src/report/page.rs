@@ -280,6 +280,7 @@ fn attention_group(data: &ReportData, state: JobState) -> Markup {
                                     }
                                     @if let Some(code) = job.error_code { span.muted { " (code " (code) ")" } }
                                     @if job.possible_duplicate { " " span.flag { "possible duplicate" } }
+                                    @if job.row_changed { " " (row_changed(data)) }
                                 }
                                 (extra_cells(data, job))
                                 td { (fix(data, job)) }
@@ -331,6 +332,7 @@ fn renders(data: &ReportData) -> Markup {
                                 p.took { "rendered in " (duration(end.saturating_sub(start))) }
                             }
                             @if job.possible_duplicate { span.flag { "possible duplicate" } }
+                            @if job.row_changed { (row_changed(data)) }
                             (chips(job))
                         }
                     }
@@ -413,6 +415,18 @@ fn every_job(data: &ReportData) -> Markup {
                 }
             }
             (more(data.jobs.len() - shown, "jobs", data))
+        }
+    }
+}
+
+/// The `row_changed` flag and what to do about it.
+fn row_changed(data: &ReportData) -> Markup {
+    html! {
+        span.flag { "row changed" }
+        span.muted {
+            " the manifest row was edited after this job was submitted; this is the render of the row as it was. "
+            code { (base_command(data)) " run MANIFEST --replace-changed" }
+            " renders the edited row (paid again)."
         }
     }
 }

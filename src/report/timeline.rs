@@ -474,6 +474,7 @@ mod tests {
             error: None,
             possible_duplicate: false,
             render_failed: false,
+            row_changed: false,
             attempts: 0,
             times,
         }

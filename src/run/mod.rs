@@ -7,16 +7,16 @@
 //! checked configuration.
 
 pub mod breaker;
+mod destination;
 pub mod dispatch;
 pub mod pace;
 pub mod policy;
 pub mod poll;
 pub mod progress;
 pub mod settings;
+mod summary;
 
-use std::collections::BTreeMap;
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -36,6 +36,7 @@ use crate::store::{Store, StoreError};
 pub use dispatch::{RunReport, StopReason};
 pub use policy::OnAmbiguous;
 pub use settings::Settings;
+pub use summary::print_summary;
 
 /// A checked configuration for one run: everything is validated before any side effect
 /// (`config` builds it from the command line).
@@ -69,7 +70,7 @@ pub fn command(config: &RunConfig) -> Result<Exit, Fatal> {
         let report = run_batch(config, shutdown.clone()).await;
         watcher.abort();
         let report = report?;
-        print_summary(&report);
+        print_summary(&report, &config.db);
         Ok(exit_for(&report, received.get().copied()))
     })
 }
@@ -84,6 +85,11 @@ pub async fn run_batch(
     if let Some(shard) = config.shard {
         sha256 = format!("{sha256}#{shard}");
     }
+    // Where the outputs go must take a file before anything is bought (or even ingested);
+    // object storage has its own probe once the store is open.
+    if config.destination.is_none() {
+        destination::check_local_folder(&config.settings.out_dir)?;
+    }
     // An existing database that already holds exactly this file needs no parse and no ingest
     // (the common case: the same command, rerun to resume). A new database is only created
     // once the manifest is known to be usable.
@@ -96,6 +102,8 @@ pub async fn run_batch(
         Some(store) => ingest::settled(store, &sha256, &config.defaults)?,
         None => None,
     };
+    // Rows changed after submission, kept as submitted: named again in the summary.
+    let mut row_changed = Vec::new();
     let (store, invalid) = match settled {
         Some(invalid) if !(config.strict && invalid > 0) => {
             (existing.expect("settled implies a database"), invalid)
@@ -104,6 +112,7 @@ pub async fn run_batch(
             // The file's bytes are not needed once parsed.
             let mut manifest =
                 manifest::parse_bytes(&config.manifest, &std::mem::take(&mut bytes))?;
+            manifest.warn_if_decoded();
             if let Some(shard) = config.shard {
                 manifest.keep_shard(shard);
             }
@@ -115,22 +124,23 @@ pub async fn run_batch(
                 Some(store) => store,
                 None => Store::open(&config.db)?,
             };
-            let report = ingest::ingest(
+            let ingested = ingest::ingest(
                 &store,
                 manifest,
                 &config.defaults,
                 config.replace_changed,
                 now_ms(),
             )?;
-            for id in &report.changed_submitted {
-                tracing::warn!(job = %id, "row changed after the job was submitted; keeping the submitted version (use --replace-changed to render it again)");
+            for id in &ingested.changed_submitted {
+                tracing::warn!(job = %id, "row changed after the job was submitted; kept as submitted and flagged row_changed (run with --replace-changed to render the new row, paid again)");
             }
-            if report.removed > 0 {
+            if ingested.removed > 0 {
                 tracing::info!(
                     "{} job(s) whose rows left the manifest before submission were cancelled",
-                    report.removed
+                    ingested.removed
                 );
             }
+            row_changed = ingested.changed_submitted;
             (store, invalid)
         }
     };
@@ -163,9 +173,10 @@ pub async fn run_batch(
     let _live = crate::view::live::serve(store.clone(), &config.db);
     let outcome = dispatch::run(&store, Arc::new(service), settings, checker, shutdown).await;
     let flushed = store.flush();
-    let report =
+    let mut report =
         outcome.map_err(|e| Fatal::new("the run stopped on an internal error").cause(e))?;
     flushed?;
+    report.row_changed = row_changed;
     Ok(report)
 }
 
@@ -298,71 +309,4 @@ pub fn exit_for(report: &RunReport, signal: Option<Signal>) -> Exit {
             }
         }
     }
-}
-
-/// The end-of-run table on stdout, and what to do next on stderr.
-pub fn print_summary(report: &RunReport) {
-    let mut out = std::io::stdout().lock();
-    let total: usize = report.states.values().sum();
-    let _ = writeln!(out, "{:<14} {:>7}", "state", "jobs");
-    for (state, count) in report.states.iter().filter(|(_, count)| **count > 0) {
-        let _ = writeln!(out, "{:<14} {count:>7}", state.as_str());
-    }
-    let _ = writeln!(out, "{:<14} {total:>7}", "total");
-    if report.possible_duplicates > 0 {
-        let _ = writeln!(out, "{:<14} {:>7}", "flagged", report.possible_duplicates);
-    }
-    drop(out);
-    if report.refused_by_preflight > 0 {
-        eprintln!(
-            "{} job(s) were not bought: a check of their video or face found they cannot succeed (see `status`)",
-            report.refused_by_preflight
-        );
-    }
-    match &report.stop {
-        Some(StopReason::OutOfCredits { message }) => {
-            let waiting = waiting_jobs(&report.states);
-            eprintln!(
-                "error: out of credits (1104: {message}); nothing new was submitted after it\nhint: {waiting} job(s) wait; top up the account and run the same command again to continue"
-            );
-        }
-        Some(StopReason::Unauthorized { code, message }) => {
-            eprintln!(
-                "error: the API rejected the credentials ({code}: {message})\nhint: check AKOOL_API_KEY (or --client-id/--client-secret); no job was marked failed, run again once fixed"
-            );
-        }
-        Some(StopReason::LocalDisk { path, detail }) => {
-            eprintln!(
-                "error: cannot write the output {path}: {detail}\nhint: free space or fix permissions on the output folder, then run the same command again"
-            );
-        }
-        Some(StopReason::Destination { message, hint }) => {
-            eprintln!(
-                "error: object storage refused an output: {message}\nhint: {hint}; nothing was lost: run the same command again once fixed"
-            );
-        }
-        Some(StopReason::Interrupted) => {
-            eprintln!("stopped; run the same command again to continue");
-        }
-        Some(StopReason::Deadline) => {
-            let waiting = waiting_jobs(&report.states);
-            eprintln!(
-                "stopped at --max-runtime with {waiting} job(s) left; run the same command again to continue"
-            );
-        }
-        Some(StopReason::SystemicRejection { code, message }) => {
-            eprintln!(
-                "error: the API rejected several creates in a row with the same answer ({code}: {message})\nhint: this is about the account or the options (model, resolution), not the jobs; nothing was marked failed for it, fix and run again"
-            );
-        }
-        None => {}
-    }
-}
-
-fn waiting_jobs(states: &BTreeMap<JobState, usize>) -> usize {
-    states
-        .iter()
-        .filter(|(state, _)| !state.is_final())
-        .map(|(_, count)| count)
-        .sum()
 }

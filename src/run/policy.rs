@@ -249,10 +249,10 @@ pub fn decide_download(policy: &RetryPolicy, failure: DownloadFailure<'_>) -> Do
     let over = humantime::format_duration(Duration::from_secs(failure.failing_for.as_secs()));
     match failure.error {
         DownloadError::LinkExpired { .. } | DownloadError::NoLink { .. } if exhausted => {
-            DownloadDecision::Expire(JobError::new(
-                None,
-                format!("no usable output link for {over} ({attempt} tries)"),
-            ))
+            DownloadDecision::Expire(JobError::gave_up(format!(
+                "no usable output link for {over} ({})",
+                counted(attempt, "try", "tries")
+            )))
         }
         // A link refused at the first try most likely aged while the job waited: a fresh one
         // at once. Refused again, the service is handing out unusable links (a short lifetime,
@@ -272,10 +272,10 @@ pub fn decide_download(policy: &RetryPolicy, failure: DownloadFailure<'_>) -> Do
             }
         }
         DownloadError::Transient { detail } if exhausted => DownloadDecision::Fail {
-            error: JobError::new(
-                None,
-                format!("download failed after {attempt} attempts over {over}: {detail}"),
-            ),
+            error: JobError::gave_up(format!(
+                "download failed after {} over {over}: {detail}",
+                counted(attempt, "attempt", "attempts")
+            )),
             permanent: false,
         },
         DownloadError::Transient { .. } => DownloadDecision::Retry {
@@ -318,17 +318,19 @@ fn gave_up(error: &ApiError, attempts: u32, failing_for: Duration) -> JobError {
         } => ambiguous_text(error),
         other => other.to_string(),
     };
-    let attempts = match attempts {
-        1 => "1 attempt".to_string(),
-        n => format!("{n} attempts"),
-    };
-    JobError::new(
-        None,
-        format!(
-            "failed after {attempts} over {}: {error}",
-            humantime::format_duration(over)
-        ),
-    )
+    JobError::gave_up(format!(
+        "failed after {} over {}: {error}",
+        counted(attempts, "attempt", "attempts"),
+        humantime::format_duration(over)
+    ))
+}
+
+/// "1 attempt", "3 attempts".
+fn counted(count: u32, one: &str, many: &str) -> String {
+    match count {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
 }
 
 #[cfg(test)]
@@ -412,8 +414,7 @@ mod tests {
             assert_eq!(
                 decide(&POLICY, long).0,
                 Decision::Fail {
-                    error: JobError::new(
-                        None,
+                    error: JobError::gave_up(
                         "failed after 3 attempts over 2h: transient API failure: reset"
                     ),
                     permanent: false
@@ -652,6 +653,44 @@ mod tests {
             decide_download(&POLICY, download(&local, 0)),
             DownloadDecision::StopRun
         );
+    }
+
+    #[test]
+    fn giving_up_counts_in_words_and_marks_the_error_transient() {
+        let policy = RetryPolicy {
+            max_attempts: Some(1),
+            ..POLICY
+        };
+        let broken = DownloadError::Transient {
+            detail: "connection refused".into(),
+        };
+        let DownloadDecision::Fail { error, permanent } =
+            decide_download(&policy, download(&broken, 0))
+        else {
+            panic!("the one allowed attempt is used up");
+        };
+        assert_eq!(
+            error.message,
+            "download failed after 1 attempt over 10s: connection refused"
+        );
+        assert!(error.transient && !permanent);
+        let expired = DownloadError::LinkExpired { status: 403 };
+        let DownloadDecision::Expire(error) = decide_download(&policy, download(&expired, 0))
+        else {
+            panic!("expired");
+        };
+        assert_eq!(error.message, "no usable output link for 10s (1 try)");
+        let (decision, _) = decide(&policy, failure(Stage::RenderPoll, &transient(false), 0));
+        assert!(
+            matches!(decision, Decision::Fail { error, .. } if error.transient
+            && error.message.starts_with("failed after 1 attempt over"))
+        );
+        let rejected = ApiError::Rejected {
+            code: 1003,
+            message: "bad".into(),
+        };
+        let (decision, _) = decide(&policy, failure(Stage::Create, &rejected, 0));
+        assert!(matches!(decision, Decision::Fail { error, permanent: true } if !error.transient));
     }
 
     #[test]

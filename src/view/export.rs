@@ -150,7 +150,9 @@ pub fn error_text(job: &Job) -> String {
 
 /// The `flags` cell, joined by `|`: `possible_duplicate` when a create may have been sent
 /// twice; `reuses=<id>` when the job took the render of job `<id>`, which asked for the very
-/// same one (nothing was bought for this job).
+/// same one (nothing was bought for this job); `row_changed` when the manifest row changed
+/// after submission and the job was kept as submitted (`run --replace-changed` renders the
+/// new row).
 pub fn flags_text(job: &Job) -> String {
     let mut flags = Vec::new();
     if job.possible_duplicate {
@@ -158,6 +160,9 @@ pub fn flags_text(job: &Job) -> String {
     }
     if let Some(leader) = &job.reused_from {
         flags.push(format!("reuses={leader}"));
+    }
+    if job.row_changed {
+        flags.push("row_changed".to_string());
     }
     flags.join("|")
 }

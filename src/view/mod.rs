@@ -25,8 +25,8 @@ use crate::store::{Store, StoreError};
 pub use export::{EXPORT_COLUMNS, error_text, export, flags_text, mappings_text, write_export};
 pub use report::report;
 pub use snapshot::{
-    Failure, InFlight, MAX_FAILURES_LISTED, MAX_IN_FLIGHT_LISTED, ServiceOutage, Snapshot,
-    snapshot_path, write_snapshot,
+    Failure, InFlight, MAX_FAILURES_LISTED, MAX_IN_FLIGHT_LISTED, MAX_ROW_CHANGED_LISTED,
+    ServiceOutage, Snapshot, snapshot_path, write_snapshot,
 };
 pub use status::status;
 

@@ -19,6 +19,9 @@ pub const MAX_IN_FLIGHT_LISTED: usize = 50;
 /// Failed jobs listed in a snapshot; the rest are counted in `more_failures`.
 pub const MAX_FAILURES_LISTED: usize = 100;
 
+/// Jobs flagged `row_changed` named in a snapshot (the count is always complete).
+pub const MAX_ROW_CHANGED_LISTED: usize = 20;
+
 /// A live view older than this is probably not from the process holding the database.
 pub(crate) const STALE_VIEW: Duration = Duration::from_secs(60);
 
@@ -43,6 +46,12 @@ pub struct Snapshot {
     pub more_failures: usize,
     /// Jobs whose create may have been sent twice.
     pub possible_duplicates: usize,
+    /// Jobs kept as submitted although their manifest row changed (`row_changed`).
+    #[serde(default)]
+    pub row_changed: usize,
+    /// The first [`MAX_ROW_CHANGED_LISTED`] of them, in id order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_changed_ids: Vec<String>,
     /// True when this view comes from the running process's snapshot file.
     pub live: bool,
     /// When the view was taken (ms since the Unix epoch).
@@ -116,6 +125,8 @@ impl Snapshot {
             failures: Vec::new(),
             more_failures: 0,
             possible_duplicates: 0,
+            row_changed: 0,
+            row_changed_ids: Vec::new(),
             live: false,
             written_ms: now_ms,
             pid: None,
@@ -128,6 +139,12 @@ impl Snapshot {
             *snapshot.states.entry(job.state).or_insert(0) += 1;
             if job.possible_duplicate {
                 snapshot.possible_duplicates += 1;
+            }
+            if job.row_changed {
+                snapshot.row_changed += 1;
+                if snapshot.row_changed_ids.len() < MAX_ROW_CHANGED_LISTED {
+                    snapshot.row_changed_ids.push(job.id.to_string());
+                }
             }
             if is_in_flight(job.state) {
                 if snapshot.in_flight.len() < MAX_IN_FLIGHT_LISTED {

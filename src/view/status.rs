@@ -124,6 +124,20 @@ fn write_status_text(
             )?;
         }
     }
+    if snapshot.row_changed > 0 {
+        let more = snapshot.row_changed - snapshot.row_changed_ids.len();
+        writeln!(
+            out,
+            "row changed after submission: {} (kept as submitted, flagged row_changed in `export`; `run --replace-changed` renders the new rows, paid again): {}{}",
+            snapshot.row_changed,
+            snapshot.row_changed_ids.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )?;
+    }
     if snapshot.possible_duplicates > 0 {
         writeln!(
             out,

@@ -14,6 +14,7 @@ mod live;
 mod manifest;
 mod object_storage;
 mod objstore;
+mod operator;
 mod preflight;
 mod preflight_run;
 mod pressure;

@@ -496,6 +496,52 @@ fn header_only_is_an_empty_batch() {
 }
 
 #[test]
+fn text_that_is_not_utf8_is_decoded_and_said_so() {
+    // Excel's "CSV": Windows-1252, where 0xE9 is é and 0x80 the euro sign.
+    let manifest = parse_bytes(
+        Path::new("jobs.csv"),
+        b"id,video_url,face_url,title\na,https://v/1.mp4,https://f/1.jpg,Caf\xe9\nb,https://v/2.mp4,https://f/\xe9t\xe9.jpg,5 \x80\n",
+    )
+    .unwrap();
+    let decoded = manifest.decoded.expect("decoded");
+    assert_eq!((decoded.encoding, decoded.line), ("windows-1252", 2));
+    let valid: Vec<&manifest::RawJob> = manifest
+        .jobs
+        .iter()
+        .map(|job| job.row.as_ref().unwrap())
+        .collect();
+    assert_eq!(valid[0].extra, [("title".to_string(), "Café".to_string())]);
+    assert_eq!(valid[1].faces[0].face_url, "https://f/été.jpg");
+    assert_eq!(valid[1].extra[0].1, "5 €");
+    // The fingerprint is of the bytes as they are.
+    assert_eq!(
+        manifest.sha256,
+        manifest::content_sha256(b"id,video_url,face_url,title\na,https://v/1.mp4,https://f/1.jpg,Caf\xe9\nb,https://v/2.mp4,https://f/\xe9t\xe9.jpg,5 \x80\n")
+    );
+    // Excel's "Unicode text": UTF-16LE with a byte-order mark, tab-separated.
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(
+            "id\tvideo_url\tface_url\r\nx\thttps://v/1.mp4\thttps://f/Zoë.jpg\r\n"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        )
+        .collect();
+    let manifest = parse_bytes(Path::new("jobs.txt"), &utf16).unwrap();
+    assert_eq!(manifest.decoded.unwrap().encoding, "UTF-16LE");
+    assert_eq!(
+        manifest.jobs[0].row.as_ref().unwrap().faces[0].face_url,
+        "https://f/Zoë.jpg"
+    );
+    // UTF-8 stays as it is.
+    assert!(
+        parse("id,video_url,face_url\na,https://v/1.mp4,https://f/é.jpg\n")
+            .decoded
+            .is_none()
+    );
+}
+
+#[test]
 fn unusable_files_are_refused() {
     refused(b"", "is empty");
     refused(b"\xef\xbb\xbf  \r\n\r\n", "is empty");
@@ -504,8 +550,8 @@ fn unusable_files_are_refused() {
         "is not UTF-8 text (invalid byte on line 1)",
     );
     refused(
-        b"id,video_url,face_url\na,https://v/1.mp4,https://f/\xff.jpg\n",
-        "is not UTF-8 text (invalid byte on line 2)",
+        b"id,video_url,face_url\na,https://v/1.mp4,https://f/\xff.jpg\n\0",
+        "is not UTF-8 text (invalid byte on line 2), nor text in another encoding",
     );
     refused(
         b"id,video_url,face_url\n\na,b\0c\n",

@@ -5,11 +5,16 @@
 //! (durable at the next group commit) and updates the index, so the store is never behind
 //! memory. What stays in memory per open job is a few dozen bytes, whatever the catalog's
 //! size. Owns no queue and decides nothing.
+//!
+//! Every change of state passes through [`Jobs::save`], so this is also where a job that ends
+//! needing a person (failed, expired, held, needs_mapping, invalid by preflight) is named in
+//! the log: one WARN line with its id, state and reason, as fields (`job`, `state`, `reason`)
+//! that a JSON log keeps apart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::job::{Job, JobId, JobState};
-use crate::run::dispatch::RunError;
+use crate::run::dispatch::{Attention, RunError};
 use crate::store::Store;
 
 pub struct Jobs<'a> {
@@ -17,6 +22,8 @@ pub struct Jobs<'a> {
     open: HashMap<JobId, Brief>,
     done: usize,
     done_flagged: usize,
+    /// Jobs kept as submitted although their manifest row changed (few: kept by id).
+    row_changed: BTreeSet<JobId>,
 }
 
 /// What memory keeps of a job that is not done.
@@ -33,6 +40,7 @@ impl<'a> Jobs<'a> {
             open: HashMap::new(),
             done: 0,
             done_flagged: 0,
+            row_changed: BTreeSet::new(),
         }
     }
 
@@ -43,15 +51,38 @@ impl<'a> Jobs<'a> {
             .ok_or_else(|| RunError::MissingJob(id.clone()))
     }
 
-    /// Write a changed job through to the store (durable at the next flush).
+    /// Write a changed job through to the store (durable at the next flush). A job that has
+    /// just ended in a state that needs a person is named in the log.
     pub fn save(&mut self, job: &Job) -> Result<(), RunError> {
         self.store.put_job(job)?;
+        let before = self.open.get(&job.id).map(|brief| brief.state);
+        if needs_attention(job.state) && before != Some(job.state) {
+            let attention = Attention::of(job);
+            let (id, state, reason, line) = (
+                &attention.id,
+                attention.state,
+                attention.reason.as_str(),
+                attention.line,
+            );
+            if state == JobState::Failed {
+                // Whether the service judged the request decides what `retry` does with it.
+                let permanent = attention.permanent;
+                tracing::warn!(job = %id, state = %state, reason, line, permanent, "job {id} ended {state}");
+            } else {
+                tracing::warn!(job = %id, state = %state, reason, line, "job {id} ended {state}");
+            }
+        }
         self.note(job);
         Ok(())
     }
 
     /// Take note of a job's state as it is now.
     pub fn note(&mut self, job: &Job) {
+        if job.row_changed {
+            self.row_changed.insert(job.id.clone());
+        } else if !self.row_changed.is_empty() {
+            self.row_changed.remove(&job.id);
+        }
         if job.state == JobState::Done {
             self.open.remove(&job.id);
             self.done += 1;
@@ -88,6 +119,11 @@ impl<'a> Jobs<'a> {
         self.done_flagged + self.open.values().filter(|brief| brief.flagged).count()
     }
 
+    /// Jobs flagged `row_changed`, in id order.
+    pub fn row_changed(&self) -> impl ExactSizeIterator<Item = &JobId> {
+        self.row_changed.iter()
+    }
+
     /// Jobs per state (every state listed, zeros included).
     pub fn counts(&self) -> BTreeMap<JobState, usize> {
         let mut counts: BTreeMap<JobState, usize> =
@@ -99,6 +135,29 @@ impl<'a> Jobs<'a> {
         counts
     }
 
+    /// The first `max` jobs (by id) that need a person, loaded from the store with their
+    /// reasons; how many there are in all; and how many of them failed permanently (every
+    /// failed record is read for that, once, at the end of a run). A record that cannot be
+    /// read is left out: this is a summary, the store's damage is reported where it is used.
+    pub fn attention(&self, max: usize) -> (Vec<Attention>, usize, usize) {
+        let mut ids = self.ids_where(needs_attention);
+        let total = ids.len();
+        ids.sort_unstable();
+        let mut listed = Vec::with_capacity(max.min(total));
+        let mut permanent = 0;
+        for (id, state) in ids {
+            if listed.len() >= max && state != JobState::Failed {
+                continue;
+            }
+            let Ok(job) = self.load(&id) else { continue };
+            permanent += usize::from(job.failed_permanently());
+            if listed.len() < max {
+                listed.push(Attention::of(&job));
+            }
+        }
+        (listed, total, permanent)
+    }
+
     /// The ids (with states) of the open jobs whose state is `wanted`, unordered.
     pub fn ids_where(&self, wanted: fn(JobState) -> bool) -> Vec<(JobId, JobState)> {
         self.open
@@ -107,4 +166,9 @@ impl<'a> Jobs<'a> {
             .map(|(id, brief)| (id.clone(), brief.state))
             .collect()
     }
+}
+
+/// A final state other than `done`: the job waits for a person (or `retry`, or an edit).
+fn needs_attention(state: JobState) -> bool {
+    state.is_final() && state != JobState::Done
 }

@@ -96,6 +96,69 @@ pub struct RunReport {
     /// Jobs a check of their video or a face found could not succeed, before anything was
     /// bought for them (in this run).
     pub refused_by_preflight: usize,
+    /// The first [`MAX_ATTENTION_LISTED`] jobs (by id) that need a person at the end of the
+    /// run, with their reasons; `attention_total` counts them all.
+    pub attention: Vec<Attention>,
+    pub attention_total: usize,
+    /// Failed jobs whose failure the service gave about their request (not retried by a
+    /// plain `retry --failed`).
+    pub permanent_failures: usize,
+    /// Jobs kept as submitted although their manifest row changed (`row_changed`), by id;
+    /// filled in by the caller, which ingested the manifest.
+    pub row_changed: Vec<JobId>,
+}
+
+/// Jobs named one by one in the end-of-run summary; the rest are counted.
+pub const MAX_ATTENTION_LISTED: usize = 20;
+
+/// A job that needs a person, as the log and the summary name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attention {
+    pub id: JobId,
+    pub state: JobState,
+    /// First manifest line of the job.
+    pub line: u64,
+    /// Why, in one line: the service's code and message, or what the job waits for.
+    pub reason: String,
+    /// Failed for a reason the service gave about the request (see `Job::permanent_failure`).
+    pub permanent: bool,
+}
+
+impl Attention {
+    pub fn of(job: &crate::job::Job) -> Attention {
+        let error = job.last_error.as_ref();
+        let reason = match (job.state, error) {
+            (JobState::NeedsMapping, _) if !job.subjects.is_empty() => {
+                let ids: Vec<String> = job
+                    .subjects
+                    .iter()
+                    .map(|subject| subject.obj_id.to_string())
+                    .collect();
+                format!(
+                    "{} people detected and no obj_id given (detected obj_id: {})",
+                    job.subjects.len(),
+                    ids.join(", ")
+                )
+            }
+            (_, Some(error)) => match error.code {
+                Some(code) => format!("[{code}] {}", error.message),
+                None => error.message.clone(),
+            },
+            (JobState::Held, None) => {
+                "a create may have been sent before the run stopped; its outcome is unknown"
+                    .to_string()
+            }
+            (JobState::NeedsMapping, None) => "no obj_id given and no subject chosen".to_string(),
+            (_, None) => "no reason recorded".to_string(),
+        };
+        Attention {
+            id: job.id.clone(),
+            state: job.state,
+            line: job.line,
+            reason,
+            permanent: job.failed_permanently(),
+        }
+    }
 }
 
 /// What can stop the dispatcher itself (as opposed to a job): the store failing, or a bug
@@ -605,6 +668,8 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn report(&self) -> RunReport {
+        let (attention, attention_total, permanent_failures) =
+            self.jobs.attention(MAX_ATTENTION_LISTED);
         RunReport {
             stop: self.run.stop.clone(),
             states: self.jobs.counts(),
@@ -612,6 +677,10 @@ impl<'a> Dispatcher<'a> {
             api_calls: self.run.api_calls,
             throttled: self.run.throttled,
             refused_by_preflight: self.checks.refused,
+            attention,
+            attention_total,
+            permanent_failures,
+            row_changed: Vec::new(),
         }
     }
 }

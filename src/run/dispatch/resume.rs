@@ -64,7 +64,7 @@ impl Dispatcher<'_> {
                         if hold { "holding it (state held)" } else { "submitting again, flagged possible_duplicate" }
                     );
                     job.apply(Event::Ambiguous { hold, error: None }, now)?;
-                    self.store.put_job(&job)?;
+                    self.jobs.save(&job)?;
                     if !hold {
                         self.agenda.ready.push_back(job.id.clone());
                     }

@@ -33,6 +33,7 @@ struct ViewRequest {
     total: usize,
     states: std::collections::BTreeMap<JobState, usize>,
     flagged: usize,
+    row_changed: (usize, Vec<String>),
     live: bool,
     outage: Option<ServiceOutage>,
     timings: Vec<String>,
@@ -100,8 +101,21 @@ impl Dispatcher<'_> {
         self.status
             .write(&self.jobs, self.store, true, outage, timings);
         let now = Instant::now();
+        let states = self.jobs.counts();
+        // Every slot at the service is an analysis or a render (rendering, or a create on its
+        // way); what is not a render is an analysis.
+        let renders = states.get(&JobState::Rendering).copied().unwrap_or(0)
+            + states.get(&JobState::Submitting).copied().unwrap_or(0);
+        let next_due = self
+            .agenda
+            .next_due()
+            .into_iter()
+            .chain(self.deferred_wake())
+            .min();
         let figures = ProgressFigures {
-            states: self.jobs.counts(),
+            analyses_at_service: self.agenda.service.taken().saturating_sub(renders),
+            next_poll_in: next_due.map(|due| due.saturating_duration_since(now)),
+            states,
             api_calls: self.run.api_calls,
             throttled: self.run.throttled,
             effective_rate: self.pacer.effective_rate(),
@@ -135,6 +149,15 @@ fn view_request(jobs: &Jobs, live: bool) -> ViewRequest {
         total: jobs.total(),
         states: jobs.counts(),
         flagged: jobs.flagged(),
+        row_changed: {
+            let ids = jobs.row_changed();
+            let count = ids.len();
+            let listed = ids
+                .take(view::MAX_ROW_CHANGED_LISTED)
+                .map(|id| id.to_string())
+                .collect();
+            (count, listed)
+        },
         live,
         outage: None,
         timings: Vec::new(),
@@ -161,6 +184,7 @@ fn write_view(store: &Store, db_path: &std::path::Path, request: ViewRequest) {
     snapshot.more_in_flight = request.in_flight_total - snapshot.in_flight.len();
     snapshot.more_failures = request.failures_total - snapshot.failures.len();
     snapshot.possible_duplicates = request.flagged;
+    (snapshot.row_changed, snapshot.row_changed_ids) = request.row_changed;
     snapshot.pid = request.live.then(std::process::id);
     snapshot.service_unavailable = request.outage;
     snapshot.timings = request.timings;
