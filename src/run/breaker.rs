@@ -6,7 +6,7 @@
 //!
 //! Pure state taking `now` as a parameter, like the pacer; the dispatcher feeds it every API
 //! answer and asks it before every call. Throttling is the pacer's business and counts as
-//! neither an answer nor a failure here.
+//! neither an answer nor a failure here; a throttled probe only lets the next probe go.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -78,6 +78,18 @@ impl Breaker {
     pub fn probe_started(&mut self) {
         if let Some(open) = &mut self.open {
             open.probing = true;
+        }
+    }
+
+    /// A call was throttled. If it was the probe, the service said nothing of whether it is
+    /// back: the next probe goes after the same pause. (Without this, a throttled probe
+    /// left the breaker waiting for an answer that had come: no call ever left again.)
+    pub fn throttled(&mut self, now: Instant) {
+        if let Some(open) = &mut self.open {
+            if open.probing {
+                open.probing = false;
+                open.next_probe = now + open.pause;
+            }
         }
     }
 
@@ -200,6 +212,24 @@ mod tests {
         assert_eq!(down_for, now - opened_at);
         assert_eq!(breaker.gate(now), Gate::Closed);
         assert!(breaker.outage().is_none());
+    }
+
+    #[test]
+    fn a_throttled_probe_lets_the_next_one_go_after_the_same_pause() {
+        let mut breaker = Breaker::default();
+        let start = Instant::now();
+        while !breaker.failed(start, 0) {}
+        let probe_at = start + FIRST_PAUSE;
+        assert_eq!(breaker.gate(probe_at), Gate::Probe);
+        breaker.probe_started();
+        breaker.throttled(probe_at);
+        assert_eq!(
+            breaker.gate(probe_at),
+            Gate::Shut(Some(probe_at + FIRST_PAUSE)),
+            "not waiting for an answer that came"
+        );
+        assert_eq!(breaker.gate(probe_at + FIRST_PAUSE), Gate::Probe);
+        assert!(breaker.is_open(), "throttling says nothing of an outage's end");
     }
 
     #[test]

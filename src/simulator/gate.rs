@@ -112,8 +112,9 @@ pub(super) enum Dropped {
     Lost,
 }
 
-/// Count the call, wait `--latency`, and decide this request's injected fault. `Ok(Some(_))`
-/// means "process it, then drop the connection".
+/// Count the call, wait `--latency`, answer it from an outage or throttling window if one is
+/// under way, and decide this request's injected fault. `Ok(Some(_))` means "process it,
+/// then drop the connection".
 pub(super) async fn before_processing(
     sim: &Shared,
     endpoint: Endpoint,
@@ -131,6 +132,15 @@ pub(super) async fn before_processing(
     {
         sim.lock().stats.faults.outage += 1;
         return Err(Refusal::ErrorPage(503));
+    }
+    if sim
+        .knobs
+        .throttle_windows
+        .iter()
+        .any(|window| window.covers(elapsed))
+    {
+        sim.lock().stats.throttled += 1;
+        return Err(throttled(sim));
     }
     let fault = {
         let mut state = sim.lock();
@@ -230,10 +240,15 @@ pub(super) fn throttle(sim: &Shared, key: &str) -> Result<(), Refusal> {
         }
         state.stats.throttled += 1;
     }
-    Err(match sim.knobs.throttle {
+    Err(throttled(sim))
+}
+
+/// A throttled request's answer, as `--throttle` says.
+fn throttled(sim: &Shared) -> Refusal {
+    match sim.knobs.throttle {
         ThrottleMode::Code => Refusal::code(1005, "Frequent operation"),
         ThrottleMode::Http => Refusal::TooManyRequests,
-    })
+    }
 }
 
 /// An Akool envelope with HTTP 200. `data` is left out when `None`, as Akool does on errors.

@@ -81,6 +81,11 @@ pub struct SimKnobs {
     /// 503 page (`AT+FOR`, e.g. `10s+90s`; repeatable).
     #[arg(long = "outage", value_name = "AT+FOR", value_parser = parse_outage, help_heading = "Faults")]
     pub outages: Vec<OutageWindow>,
+    /// A throttling window: from AT after the start, for FOR, every API call is throttled
+    /// (answered as --throttle says), as a service shedding load after an outage does
+    /// (`AT+FOR`, e.g. `100s+20s`; repeatable). An outage window wins over it.
+    #[arg(long = "throttle-window", value_name = "AT+FOR", value_parser = parse_outage, help_heading = "Faults")]
+    pub throttle_windows: Vec<OutageWindow>,
     /// Round output links' expiry down to a multiple of this (e.g. 1s), as signers working in
     /// whole seconds do: with a short --url-ttl, some links are born expired.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", help_heading = "Faults")]
@@ -120,6 +125,7 @@ impl Default for SimKnobs {
             unknown_status_rate: 0.0,
             heavy_tail: 0.0,
             outages: Vec::new(),
+            throttle_windows: Vec::new(),
             url_expiry_rounding: Duration::ZERO,
             cdn_clock_ahead: Duration::ZERO,
             output_bytes: 262_144,
@@ -194,7 +200,8 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-/// A window of time, counted from the simulator's start, during which the API is down.
+/// A window of time, counted from the simulator's start, during which the API is down (an
+/// outage) or throttles every call (a throttling window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutageWindow {
     pub at: Duration,

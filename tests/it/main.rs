@@ -7,6 +7,7 @@ mod cli_check;
 mod crash;
 mod crash_points;
 mod database;
+mod fault_space;
 mod faults;
 mod hostile;
 mod job;

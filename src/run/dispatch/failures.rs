@@ -73,6 +73,7 @@ impl Dispatcher<'_> {
         match error {
             ApiError::Throttled { retry_after } => {
                 self.run.throttled += 1;
+                self.breaker.throttled(now);
                 if !(self.run.no_new_work && stage.is_submission()) {
                     let delay = self.pacer.throttled(*retry_after, now);
                     tracing::debug!(
