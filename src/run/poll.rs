@@ -245,18 +245,14 @@ impl PollPlanner {
         let first = self.first_poll_secs;
         let usable = progress > USABLE_PROGRESS && progress < 100.0 && elapsed_secs > 0.0;
         let expected_total = match first {
-            _ if usable => {
-                // Linear extrapolation from progress, tempered by what was observed; the
-                // further along the stage is, the more its own progress is trusted.
-                let extrapolated = elapsed_secs * 100.0 / progress;
-                match first {
-                    Some(first) if self.count >= 3 => {
-                        let trust = progress / 100.0;
-                        trust * extrapolated + (1.0 - trust) * first.max(elapsed_secs)
-                    }
-                    _ => extrapolated,
-                }
-            }
+            // Linear extrapolation from the stage's own progress, the only evidence about this
+            // stage. It is not tempered by the first-poll delay: that delay is a quantile aimed
+            // at a share of finishers, not an estimate of this stage, and a stage still running
+            // has usually outlived it, so blending the two pulled the estimate towards "about
+            // to finish". The next poll then came early, found the stage running and the one
+            // after it waited `--poll-min`: a third call and up to `--poll-min` of lateness on
+            // the slowest stages, those that end a batch.
+            _ if usable => elapsed_secs * 100.0 / progress,
             Some(first) if elapsed_secs < first => first,
             // Overdue (or cold) and no usable progress: back off geometrically.
             _ => (elapsed_secs * PROBE_BACKOFF).max(elapsed_secs + self.policy.min.as_secs_f64()),
@@ -391,6 +387,22 @@ mod tests {
         let delay = planner.next_delay(Duration::from_secs(4), 40.0, 0.0);
         assert!(
             delay >= Duration::from_secs(6) && delay <= Duration::from_millis(6500),
+            "{delay:?}"
+        );
+    }
+
+    #[test]
+    fn a_stage_running_past_its_first_poll_is_polled_again_at_its_own_completion() {
+        let mut planner = cold();
+        for _ in 0..3 {
+            planner.record(Duration::from_secs(9));
+        }
+        assert_eq!(planner.first_poll_delay(), Duration::from_secs(9));
+        // Found running at its first poll, 80 % done after 9.6 s: it ends at 12 s. The next
+        // poll comes after that (plus the margin), not pulled towards the 9 s delay it outlived.
+        let delay = planner.next_delay(Duration::from_millis(9600), 80.0, 0.0);
+        assert!(
+            delay >= Duration::from_millis(2400) && delay <= Duration::from_millis(2900),
             "{delay:?}"
         );
     }
