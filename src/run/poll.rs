@@ -62,6 +62,10 @@ pub struct PollPlanner {
     wave: usize,
     /// Probes handed out while cold.
     probes: usize,
+    /// While cold: answers of stages seen running, and the latest completion their progress
+    /// extrapolates to (see [`PollPlanner::observe_running`]).
+    probe_answers: usize,
+    probe_estimate_secs: Option<f64>,
     /// While cold: how old a deferred stage may get before it is polled anyway (follows the
     /// probes' geometric backoff).
     horizon_secs: f64,
@@ -93,6 +97,8 @@ impl PollPlanner {
             first_poll_secs: None,
             wave: wave.max(1),
             probes: 0,
+            probe_answers: 0,
+            probe_estimate_secs: None,
             horizon_secs: policy.min.as_secs_f64(),
             learned: StageTimings::default(),
         };
@@ -154,24 +160,38 @@ impl PollPlanner {
         self.add_sample(took);
         self.learned.record(took);
         if self.first_poll_secs.is_none() {
-            // The first duration seen calibrates a cold planner.
-            self.first_poll_secs = Some(self.clamped(took.as_secs_f64()));
+            // The first duration seen calibrates a cold planner, or the later completion a
+            // probe still running extrapolates to.
+            let secs = took
+                .as_secs_f64()
+                .max(self.probe_estimate_secs.unwrap_or(0.0));
+            self.first_poll_secs = Some(self.clamped(secs));
         }
     }
 
     /// A stage was seen running `elapsed` after its submission, `progress` percent done. A
-    /// cold planner calibrates on the extrapolated duration; without usable progress, the
-    /// probes' horizon grows.
+    /// cold planner calibrates on the extrapolated duration once every probe handed out has
+    /// answered, on the latest of their extrapolations: one probe is one draw of the stage
+    /// time, a random quantile (the first to answer with progress may well be the shortest),
+    /// while the first poll aims above most stages; the later of two draws sits near the
+    /// two-thirds quantile, close to the share the feedback then aims at. Probes polled
+    /// together answer together, so waiting for the other costs nothing. Without usable
+    /// progress, the probes' horizon grows.
     pub fn observe_running(&mut self, elapsed: Duration, progress: f64) {
         if self.first_poll_secs.is_some() {
             return;
         }
+        self.probe_answers += 1;
         let elapsed_secs = elapsed.as_secs_f64();
         if progress > USABLE_PROGRESS && progress < 100.0 && elapsed_secs > 0.0 {
             let extrapolated = elapsed_secs * 100.0 / progress;
-            self.first_poll_secs = Some(self.clamped(extrapolated));
+            let latest = self.probe_estimate_secs.unwrap_or(0.0).max(extrapolated);
+            self.probe_estimate_secs = Some(latest);
         } else {
             self.horizon_secs = self.horizon_secs.max(elapsed_secs * PROBE_BACKOFF);
+        }
+        if self.probe_answers >= self.probes {
+            self.first_poll_secs = self.probe_estimate_secs.map(|secs| self.clamped(secs));
         }
     }
 
@@ -301,7 +321,11 @@ mod tests {
         );
         assert_eq!(planner.first_poll(), FirstPoll::Defer);
         assert_eq!(planner.deferred_due(Duration::from_millis(50)), None);
-        // A probe at 0.1 s reports 10 %: the stage takes about 1 s. Deferred stages now know.
+        // Probes at 0.1 s report 12.5 % and 10 %: stages take 0.8 s and 1 s. The planner
+        // waits for both and takes the later one; deferred stages now know.
+        planner.observe_running(Duration::from_millis(100), 12.5);
+        assert!(!planner.is_calibrated());
+        assert_eq!(planner.deferred_due(Duration::from_millis(50)), None);
         planner.observe_running(Duration::from_millis(100), 10.0);
         assert!(planner.is_calibrated());
         let due = planner.deferred_due(Duration::from_millis(300)).unwrap();
@@ -313,6 +337,18 @@ mod tests {
             planner.first_poll(),
             FirstPoll::After(Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn a_probe_seen_finished_calibrates_on_the_later_of_it_and_a_running_probe() {
+        let mut planner = cold();
+        planner.first_poll();
+        planner.first_poll();
+        // One probe is half done after 1 s (about 2 s in all), the other finished by 1.5 s.
+        planner.observe_running(Duration::from_secs(1), 50.0);
+        assert!(!planner.is_calibrated());
+        planner.record(Duration::from_millis(1500));
+        assert_eq!(planner.first_poll_delay(), Duration::from_secs(2));
     }
 
     #[test]

@@ -252,13 +252,15 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3)).await;
         dispatcher.schedule_first_poll(render_poll("late"), None);
         assert!(dispatcher.polls.first_render_polls.is_empty());
-        // A probe 50 % done after 1 s: renders take about 2 s. "late" is polled at 2 s, a
-        // first poll at the planner's delay; "early", 3 s old, is polled at once, which says
-        // nothing about the delay. Probes are no first polls.
-        dispatcher
-            .polls
-            .render
-            .observe_running(Duration::from_secs(1), 50.0);
+        // The probes 50 % and 60 % done after 1 s: renders take up to about 2 s. "late" is
+        // polled at 2 s, a first poll at the planner's delay; "early", 3 s old, is polled at
+        // once, which says nothing about the delay. Probes are no first polls.
+        for progress in [50.0, 60.0] {
+            dispatcher
+                .polls
+                .render
+                .observe_running(Duration::from_secs(1), progress);
+        }
         dispatcher.release_deferred();
         assert!(!dispatcher.polls.has_deferred());
         let marked: Vec<&str> = dispatcher
