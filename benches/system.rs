@@ -1,6 +1,7 @@
-//! End-to-end benchmarks: efficiency against the physical lower bound, per-job overhead, scale
-//! (100,000 jobs) and downloads against curl. Plain `main`, one table per section; the figures
-//! and the commands are copied into BENCHMARKS.md.
+//! End-to-end benchmarks: efficiency against the physical lower bound with default polling
+//! flags (`system/efficiency.rs`), per-job overhead, scale (100,000 jobs), downloads against
+//! curl and uploads to object storage. Plain `main`, one table per section; the figures and the
+//! commands are copied into BENCHMARKS.md.
 //!
 //! `BENCH_QUICK=1` shrinks every workload (for a smoke run); `BENCH_ONLY=efficiency,overhead,
 //! scale,downloads,upload` picks sections; `BENCH_SCENARIO=faces` picks efficiency scenarios by
@@ -21,6 +22,8 @@ use headswap_batch::run::run_batch;
 use headswap_batch::simulator::{SimKnobs, Simulator};
 use tokio_util::sync::CancellationToken;
 
+#[path = "system/efficiency.rs"]
+mod efficiency;
 #[path = "../tests/it/s3_server.rs"]
 mod s3_server;
 
@@ -45,7 +48,7 @@ fn main() {
     };
     print_machine(quick);
     if selected("efficiency") {
-        efficiency(quick);
+        efficiency::efficiency(quick);
     }
     if selected("overhead") {
         overhead(quick);
@@ -98,218 +101,6 @@ fn write_manifest(path: &Path, jobs: usize, videos: usize) {
         .unwrap();
     }
     out.flush().unwrap();
-}
-
-// ---------------------------------------------------------------------------------------------
-// 1. Efficiency against the lower bound.
-
-struct Scenario {
-    name: &'static str,
-    /// The simulator's limit and `--rate` (requests per second).
-    rate: f64,
-    render: Duration,
-    analysis: Duration,
-    jitter: f64,
-    jobs: usize,
-    videos: usize,
-    concurrency: usize,
-}
-
-struct Measured {
-    makespan: Duration,
-    calls: u64,
-    throttled: u64,
-    done: usize,
-    timing: headswap_batch::simulator::Timing,
-}
-
-fn efficiency(quick: bool) {
-    let scale = if quick { 4 } else { 1 };
-    let ms = Duration::from_millis;
-    let scenarios = [
-        Scenario {
-            name: "rate-bound",
-            rate: 50.0,
-            render: ms(400),
-            analysis: ms(200),
-            jitter: 0.2,
-            jobs: 300 / scale,
-            videos: 100 / scale,
-            concurrency: 32,
-        },
-        Scenario {
-            name: "concurrency-bound",
-            rate: 100.0,
-            render: ms(800),
-            analysis: ms(200),
-            jitter: 0.2,
-            jobs: 96 / scale,
-            videos: 4,
-            concurrency: 8,
-        },
-        Scenario {
-            name: "1 video x many faces",
-            rate: 100.0,
-            render: ms(500),
-            analysis: ms(300),
-            jitter: 0.2,
-            jobs: 200 / scale,
-            videos: 1,
-            concurrency: 16,
-        },
-        Scenario {
-            name: "many videos x 1 face",
-            rate: 100.0,
-            render: ms(500),
-            analysis: ms(300),
-            jitter: 0.2,
-            jobs: 200 / scale,
-            videos: 200 / scale,
-            concurrency: 16,
-        },
-    ];
-    println!("## 1. Efficiency against the lower bound");
-    println!(
-        "{:<22} {:>5} {:>5} {:>4} {:>6} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>9} {:>6}",
-        "scenario",
-        "N",
-        "U",
-        "C",
-        "R/s",
-        "bound_s",
-        "makespan",
-        "ratio",
-        "calls/job",
-        "min/job",
-        "ratio",
-        "throttled",
-        "met"
-    );
-    let mut results = Vec::new();
-    // `BENCH_SCENARIO=faces` runs only the scenarios whose name contains it.
-    let only = std::env::var("BENCH_SCENARIO").unwrap_or_default();
-    for scenario in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
-        let measured = run_scenario(scenario);
-        let n = scenario.jobs as f64;
-        let u = scenario.videos as f64;
-        let rate_bound = (2.0 * u + 2.0 * n) / scenario.rate;
-        let rounds = (n / scenario.concurrency as f64).ceil();
-        let slot_bound = rounds * scenario.render.as_secs_f64() + scenario.analysis.as_secs_f64();
-        let bound = rate_bound.max(slot_bound);
-        let ratio = measured.makespan.as_secs_f64() / bound;
-        let calls_per_job = measured.calls as f64 / n;
-        let minimum = (2.0 * u + 2.0 * n) / n;
-        let calls_ratio = calls_per_job / minimum;
-        let throttled_share = measured.throttled as f64 / measured.calls.max(1) as f64;
-        let met = ratio <= 1.10
-            && calls_ratio <= 1.2
-            && throttled_share <= 0.01
-            && measured.done == scenario.jobs;
-        println!(
-            "{:<22} {:>5} {:>5} {:>4} {:>6} {:>9.2} {:>9.2} {:>7.3} {:>9.3} {:>9.3} {:>7.3} {:>9} {:>6}",
-            scenario.name,
-            scenario.jobs,
-            scenario.videos,
-            scenario.concurrency,
-            scenario.rate,
-            bound,
-            measured.makespan.as_secs_f64(),
-            ratio,
-            calls_per_job,
-            minimum,
-            calls_ratio,
-            format!("{} ({:.1}%)", measured.throttled, throttled_share * 100.0),
-            if met { "yes" } else { "NO" }
-        );
-        results.push((scenario, measured));
-    }
-    println!(
-        "targets: makespan/bound <= 1.10, calls/minimum <= 1.20, throttled <= 1% (--rate = simulator limit), all jobs done"
-    );
-    println!();
-    println!("Where the slots' time went (from the simulator's timing):");
-    println!(
-        "{:<22} {:>12} {:>16} {:>16}",
-        "scenario", "slots busy", "render unnoticed", "analysis unnot."
-    );
-    for (scenario, measured) in &results {
-        let t = &measured.timing;
-        let processing = (t.analysis_processing_ms + t.render_processing_ms) as f64 / 1000.0;
-        let capacity = scenario.concurrency as f64 * measured.makespan.as_secs_f64();
-        let per = |ms: u64, n: u64| ms as f64 / n.max(1) as f64;
-        println!(
-            "{:<22} {:>11.0}% {:>13.0} ms {:>13.0} ms",
-            scenario.name,
-            100.0 * processing / capacity,
-            per(t.render_unnoticed_ms, t.renders_noticed),
-            per(t.analysis_unnoticed_ms, t.analyses_noticed),
-        );
-    }
-    println!(
-        "slots busy: processing time / (C x makespan); unnoticed: mean wait from finishing to the detail call that reported it"
-    );
-    println!();
-}
-
-fn run_scenario(scenario: &Scenario) -> Measured {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("jobs.csv");
-    write_manifest(&manifest, scenario.jobs, scenario.videos);
-    let rt = runtime();
-    rt.block_on(async {
-        let knobs = SimKnobs {
-            api_keys: vec![KEY.into()],
-            analysis_time: scenario.analysis,
-            render_time: scenario.render,
-            jitter: scenario.jitter,
-            rate_limit: Some(scenario.rate),
-            output_bytes: 4096,
-            ..SimKnobs::default()
-        };
-        let sim = Simulator::start(loopback(), knobs)
-            .await
-            .expect("simulator");
-        let mut config = simulator_run_config(
-            manifest,
-            dir.path().join("db"),
-            &dir.path().join("out"),
-            sim.base_url(),
-            KEY,
-        );
-        let settings = &mut config.settings;
-        settings.rate = scenario.rate;
-        settings.burst = 5;
-        settings.concurrency = scenario.concurrency;
-        settings.downloads = 8;
-        // First guesses as a user who knows the service's typical times would set them.
-        settings.analysis_poll.hint = Some(scenario.analysis);
-        settings.render_poll.hint = Some(scenario.render);
-        settings.analysis_poll.min = Duration::from_millis(20);
-        settings.render_poll.min = Duration::from_millis(20);
-        settings.tick = Duration::from_secs(60);
-        let started = Instant::now();
-        let report = run_batch(&config, CancellationToken::new())
-            .await
-            .expect("the run finishes");
-        let makespan = started.elapsed();
-        let stats = sim.stats();
-        sim.shutdown().await;
-        let calls = stats.calls.analyze
-            + stats.calls.analysis_detail
-            + stats.calls.create
-            + stats.calls.task_detail;
-        Measured {
-            makespan,
-            calls,
-            timing: stats.timing,
-            throttled: stats.throttled,
-            done: report
-                .states
-                .get(&headswap_batch::job::JobState::Done)
-                .copied()
-                .unwrap_or(0),
-        }
-    })
 }
 
 fn loopback() -> SocketAddr {

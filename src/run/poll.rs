@@ -62,6 +62,10 @@ pub struct PollPlanner {
     wave: usize,
     /// Probes handed out while cold.
     probes: usize,
+    /// While cold: answers of stages seen running, and the latest completion their progress
+    /// extrapolates to (see [`PollPlanner::observe_running`]).
+    probe_answers: usize,
+    probe_estimate_secs: Option<f64>,
     /// While cold: how old a deferred stage may get before it is polled anyway (follows the
     /// probes' geometric backoff).
     horizon_secs: f64,
@@ -93,6 +97,8 @@ impl PollPlanner {
             first_poll_secs: None,
             wave: wave.max(1),
             probes: 0,
+            probe_answers: 0,
+            probe_estimate_secs: None,
             horizon_secs: policy.min.as_secs_f64(),
             learned: StageTimings::default(),
         };
@@ -154,24 +160,38 @@ impl PollPlanner {
         self.add_sample(took);
         self.learned.record(took);
         if self.first_poll_secs.is_none() {
-            // The first duration seen calibrates a cold planner.
-            self.first_poll_secs = Some(self.clamped(took.as_secs_f64()));
+            // The first duration seen calibrates a cold planner, or the later completion a
+            // probe still running extrapolates to.
+            let secs = took
+                .as_secs_f64()
+                .max(self.probe_estimate_secs.unwrap_or(0.0));
+            self.first_poll_secs = Some(self.clamped(secs));
         }
     }
 
     /// A stage was seen running `elapsed` after its submission, `progress` percent done. A
-    /// cold planner calibrates on the extrapolated duration; without usable progress, the
-    /// probes' horizon grows.
+    /// cold planner calibrates on the extrapolated duration once every probe handed out has
+    /// answered, on the latest of their extrapolations: one probe is one draw of the stage
+    /// time, a random quantile (the first to answer with progress may well be the shortest),
+    /// while the first poll aims above most stages; the later of two draws sits near the
+    /// two-thirds quantile, close to the share the feedback then aims at. Probes polled
+    /// together answer together, so waiting for the other costs nothing. Without usable
+    /// progress, the probes' horizon grows.
     pub fn observe_running(&mut self, elapsed: Duration, progress: f64) {
         if self.first_poll_secs.is_some() {
             return;
         }
+        self.probe_answers += 1;
         let elapsed_secs = elapsed.as_secs_f64();
         if progress > USABLE_PROGRESS && progress < 100.0 && elapsed_secs > 0.0 {
             let extrapolated = elapsed_secs * 100.0 / progress;
-            self.first_poll_secs = Some(self.clamped(extrapolated));
+            let latest = self.probe_estimate_secs.unwrap_or(0.0).max(extrapolated);
+            self.probe_estimate_secs = Some(latest);
         } else {
             self.horizon_secs = self.horizon_secs.max(elapsed_secs * PROBE_BACKOFF);
+        }
+        if self.probe_answers >= self.probes {
+            self.first_poll_secs = self.probe_estimate_secs.map(|secs| self.clamped(secs));
         }
     }
 
@@ -245,18 +265,14 @@ impl PollPlanner {
         let first = self.first_poll_secs;
         let usable = progress > USABLE_PROGRESS && progress < 100.0 && elapsed_secs > 0.0;
         let expected_total = match first {
-            _ if usable => {
-                // Linear extrapolation from progress, tempered by what was observed; the
-                // further along the stage is, the more its own progress is trusted.
-                let extrapolated = elapsed_secs * 100.0 / progress;
-                match first {
-                    Some(first) if self.count >= 3 => {
-                        let trust = progress / 100.0;
-                        trust * extrapolated + (1.0 - trust) * first.max(elapsed_secs)
-                    }
-                    _ => extrapolated,
-                }
-            }
+            // Linear extrapolation from the stage's own progress, the only evidence about this
+            // stage. It is not tempered by the first-poll delay: that delay is a quantile aimed
+            // at a share of finishers, not an estimate of this stage, and a stage still running
+            // has usually outlived it, so blending the two pulled the estimate towards "about
+            // to finish". The next poll then came early, found the stage running and the one
+            // after it waited `--poll-min`: a third call and up to `--poll-min` of lateness on
+            // the slowest stages, those that end a batch.
+            _ if usable => elapsed_secs * 100.0 / progress,
             Some(first) if elapsed_secs < first => first,
             // Overdue (or cold) and no usable progress: back off geometrically.
             _ => (elapsed_secs * PROBE_BACKOFF).max(elapsed_secs + self.policy.min.as_secs_f64()),
@@ -305,7 +321,11 @@ mod tests {
         );
         assert_eq!(planner.first_poll(), FirstPoll::Defer);
         assert_eq!(planner.deferred_due(Duration::from_millis(50)), None);
-        // A probe at 0.1 s reports 10 %: the stage takes about 1 s. Deferred stages now know.
+        // Probes at 0.1 s report 12.5 % and 10 %: stages take 0.8 s and 1 s. The planner
+        // waits for both and takes the later one; deferred stages now know.
+        planner.observe_running(Duration::from_millis(100), 12.5);
+        assert!(!planner.is_calibrated());
+        assert_eq!(planner.deferred_due(Duration::from_millis(50)), None);
         planner.observe_running(Duration::from_millis(100), 10.0);
         assert!(planner.is_calibrated());
         let due = planner.deferred_due(Duration::from_millis(300)).unwrap();
@@ -317,6 +337,18 @@ mod tests {
             planner.first_poll(),
             FirstPoll::After(Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn a_probe_seen_finished_calibrates_on_the_later_of_it_and_a_running_probe() {
+        let mut planner = cold();
+        planner.first_poll();
+        planner.first_poll();
+        // One probe is half done after 1 s (about 2 s in all), the other finished by 1.5 s.
+        planner.observe_running(Duration::from_secs(1), 50.0);
+        assert!(!planner.is_calibrated());
+        planner.record(Duration::from_millis(1500));
+        assert_eq!(planner.first_poll_delay(), Duration::from_secs(2));
     }
 
     #[test]
@@ -391,6 +423,22 @@ mod tests {
         let delay = planner.next_delay(Duration::from_secs(4), 40.0, 0.0);
         assert!(
             delay >= Duration::from_secs(6) && delay <= Duration::from_millis(6500),
+            "{delay:?}"
+        );
+    }
+
+    #[test]
+    fn a_stage_running_past_its_first_poll_is_polled_again_at_its_own_completion() {
+        let mut planner = cold();
+        for _ in 0..3 {
+            planner.record(Duration::from_secs(9));
+        }
+        assert_eq!(planner.first_poll_delay(), Duration::from_secs(9));
+        // Found running at its first poll, 80 % done after 9.6 s: it ends at 12 s. The next
+        // poll comes after that (plus the margin), not pulled towards the 9 s delay it outlived.
+        let delay = planner.next_delay(Duration::from_millis(9600), 80.0, 0.0);
+        assert!(
+            delay >= Duration::from_millis(2400) && delay <= Duration::from_millis(2900),
             "{delay:?}"
         );
     }

@@ -64,6 +64,19 @@ impl Polls {
         self.learned = true;
     }
 
+    /// The next poll of this stage is its first at the planner's delay: its finding tunes it.
+    fn mark_first_poll(&mut self, call: &Call) {
+        match call {
+            Call::AnalysisDetail(video_url) => {
+                self.first_analysis_polls.insert(video_url.clone());
+            }
+            Call::TaskDetail(job_id) => {
+                self.first_render_polls.insert(job_id.clone());
+            }
+            _ => {}
+        }
+    }
+
     fn planner(&self, call: &Call) -> &PollPlanner {
         match call {
             Call::AnalysisDetail(_) | Call::Analyze(_) => &self.analysis,
@@ -83,15 +96,7 @@ impl Dispatcher<'_> {
         let now = Instant::now();
         match planner.first_poll() {
             FirstPoll::After(delay) => {
-                match &call {
-                    Call::AnalysisDetail(video_url) => {
-                        self.polls.first_analysis_polls.insert(video_url.clone());
-                    }
-                    Call::TaskDetail(job_id) => {
-                        self.polls.first_render_polls.insert(job_id.clone());
-                    }
-                    _ => {}
-                }
+                self.polls.mark_first_poll(&call);
                 self.agenda
                     .push_timer(now, delay, Wakeup::Call(call, ticket));
             }
@@ -116,8 +121,17 @@ impl Dispatcher<'_> {
         let now = Instant::now();
         for deferred in std::mem::take(&mut self.polls.deferred) {
             let age = now.saturating_duration_since(deferred.submitted);
-            match self.polls.planner(&deferred.call).deferred_due(age) {
+            let planner = self.polls.planner(&deferred.call);
+            let calibrated = planner.is_calibrated();
+            match planner.deferred_due(age) {
                 Some(delay) => {
+                    // Released by what the planner learned before the stage outgrew the
+                    // first-poll delay, the poll lands at that delay: what it finds tunes the
+                    // delay like any first poll's. (Released late, or by the cold horizon, it
+                    // says nothing about the delay.)
+                    if calibrated && !delay.is_zero() {
+                        self.polls.mark_first_poll(&deferred.call);
+                    }
                     self.agenda
                         .push_timer(now, delay, Wakeup::Call(deferred.call, deferred.ticket))
                 }
@@ -188,5 +202,73 @@ impl Dispatcher<'_> {
     pub(super) fn first_poll_hits_wanted(&self) -> f64 {
         let load = self.pacer.load(Instant::now());
         0.7 + 0.25 * ((load - 0.5) / 0.4).clamp(0.0, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::run::dispatch::service::AnswerFuture;
+    use crate::run::dispatch::{Request, Service};
+    use crate::store::Store;
+
+    /// A service that never answers: these tests only plan polls.
+    struct Silent;
+
+    impl Service for Silent {
+        fn execute(&self, _request: Request) -> AnswerFuture {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    fn render_poll(id: &str) -> Call {
+        Call::TaskDetail(JobId::from(id))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deferred_stage_released_before_the_first_poll_delay_tunes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        // `--poll-min 100ms`, nothing learned, no hint.
+        let settings = crate::demo::simulator_run_config(
+            dir.path().join("jobs.csv"),
+            dir.path().join("db"),
+            &dir.path().join("out"),
+            "http://127.0.0.1:9".into(),
+            "key",
+        )
+        .settings;
+        let mut dispatcher =
+            Dispatcher::new(&store, Arc::new(Silent), settings, CancellationToken::new());
+        // Two probes, then a stage deferred 3 s before the next one.
+        for id in ["probe-1", "probe-2", "early"] {
+            dispatcher.schedule_first_poll(render_poll(id), None);
+        }
+        tokio::time::advance(Duration::from_secs(3)).await;
+        dispatcher.schedule_first_poll(render_poll("late"), None);
+        assert!(dispatcher.polls.first_render_polls.is_empty());
+        // The probes 50 % and 60 % done after 1 s: renders take up to about 2 s. "late" is
+        // polled at 2 s, a first poll at the planner's delay; "early", 3 s old, is polled at
+        // once, which says nothing about the delay. Probes are no first polls.
+        for progress in [50.0, 60.0] {
+            dispatcher
+                .polls
+                .render
+                .observe_running(Duration::from_secs(1), progress);
+        }
+        dispatcher.release_deferred();
+        assert!(!dispatcher.polls.has_deferred());
+        let marked: Vec<&str> = dispatcher
+            .polls
+            .first_render_polls
+            .iter()
+            .map(|id| id.as_str())
+            .collect();
+        assert_eq!(marked, ["late"]);
     }
 }
