@@ -319,9 +319,9 @@ fn user_config(
     base_url: &str,
 ) -> RunConfig {
     let text = |d: Duration| humantime::format_duration(d).to_string();
-    let mut args: Vec<String> = vec!["headswap-batch".into(), "--db".into()];
-    args.push(db.display().to_string());
-    args.extend(["run".into(), manifest.display().to_string()]);
+    let mut args: Vec<String> = vec!["headswap-batch".into(), "run".into()];
+    args.extend(["--db".into(), db.display().to_string()]);
+    args.push(manifest.display().to_string());
     args.extend(["--out".into(), out.display().to_string()]);
     args.extend(["--base-url".into(), base_url.to_string()]);
     args.extend(["--api-key".into(), KEY.into()]);
@@ -339,7 +339,8 @@ fn user_config(
     let Command::Run(run) = cli.command else {
         unreachable!("a run command line")
     };
-    RunConfig::from_args(&run, cli.db, false).expect("the configuration is valid")
+    let db = headswap_batch::config::database(&cli.db_before_command, &run.db);
+    RunConfig::from_args(&run, db, false).expect("the configuration is valid")
 }
 
 /// `jobs` rows over `videos` distinct videos, one distinct face per row; `batch` keeps ids,

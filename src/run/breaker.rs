@@ -229,7 +229,10 @@ mod tests {
             "not waiting for an answer that came"
         );
         assert_eq!(breaker.gate(probe_at + FIRST_PAUSE), Gate::Probe);
-        assert!(breaker.is_open(), "throttling says nothing of an outage's end");
+        assert!(
+            breaker.is_open(),
+            "throttling says nothing of an outage's end"
+        );
     }
 
     #[test]

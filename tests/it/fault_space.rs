@@ -214,13 +214,19 @@ impl Run {
             "{}world {:#018x} {:?}: {} jobs on {} videos, c={} rate={}: exit {:?} in {:.1?}; \
              {:.1} API calls per job (bound {:.1}); 2001×{} page×{} reset×{} lost×{} \
              unknown×{} outage×{} throttled×{} cut×{} refused links×{} duplicates×{}",
-            if self.violations.is_empty() { "" } else { "FAILED " },
+            if self.violations.is_empty() {
+                ""
+            } else {
+                "FAILED "
+            },
             self.world.seed,
             self.world.family,
             self.world.jobs.len(),
             self.world.videos.len(),
             self.world.concurrency,
-            self.world.rate.map_or("2 (default)".to_string(), |r| r.to_string()),
+            self.world
+                .rate
+                .map_or("2 (default)".to_string(), |r| r.to_string()),
             self.exit,
             self.took,
             self.calls_per_job(),

@@ -133,8 +133,7 @@ fn check_creates(
         .map(|row| ((row["video_url"].as_str(), row["mappings"].as_str()), row))
         .collect();
     for entry in &stats.creates {
-        let Some(row) = by_request.get(&(entry.video_url.as_str(), entry.mappings.as_str()))
-        else {
+        let Some(row) = by_request.get(&(entry.video_url.as_str(), entry.mappings.as_str())) else {
             wrong.push(format!("a create for no job: {entry:?}"));
             continue;
         };
@@ -162,8 +161,8 @@ fn check_creates(
                 row["id"], row["flags"]
             ));
         }
-        let reached_the_service = matches!(row["state"].as_str(), "done")
-            || row["error"].starts_with("render failed");
+        let reached_the_service =
+            matches!(row["state"].as_str(), "done") || row["error"].starts_with("render failed");
         if reached_the_service && counted == 0 {
             wrong.push(format!("{} was rendered but counts no create", row["id"]));
         }

@@ -177,7 +177,10 @@ impl World {
                 "--url-expiry-rounding {}",
                 format_duration(knobs.url_expiry_rounding)
             ),
-            format!("--cdn-clock-ahead {}", format_duration(knobs.cdn_clock_ahead)),
+            format!(
+                "--cdn-clock-ahead {}",
+                format_duration(knobs.cdn_clock_ahead)
+            ),
             format!("--output-bytes {}", knobs.output_bytes),
             format!("--seed {}", knobs.seed),
         ];
@@ -191,11 +194,12 @@ impl World {
         if let Some(rate) = knobs.rate_limit {
             args.push(format!("--rate-limit {rate}"));
         }
-        let windows = knobs
-            .outages
-            .iter()
-            .map(|window| ("outage", window))
-            .chain(knobs.throttle_windows.iter().map(|window| ("throttle-window", window)));
+        let windows = knobs.outages.iter().map(|window| ("outage", window)).chain(
+            knobs
+                .throttle_windows
+                .iter()
+                .map(|window| ("throttle-window", window)),
+        );
         for (flag, window) in windows {
             args.push(format!(
                 "--{flag} {}+{}",
