@@ -10,6 +10,7 @@ pub mod crash;
 pub mod demo;
 pub mod exit;
 pub mod job;
+pub mod journal;
 pub mod logging;
 pub mod manifest;
 pub mod retry;
