@@ -13,6 +13,7 @@ pub mod job;
 pub mod journal;
 pub mod logging;
 pub mod manifest;
+pub mod recover;
 pub mod retry;
 pub mod run;
 pub mod secret;
