@@ -1,5 +1,5 @@
 //! The journal: an append-only file of the facts that cost money, beside the database, so a
-//! damaged database can be rebuilt without buying anything twice (see `src/recover.rs`).
+//! damaged database can be rebuilt without buying anything twice (see `src/recover/`).
 //!
 //! `<db>.journal` sits next to the database folder, not inside it: whatever happens to the
 //! folder — sled's files garbled or truncated, the folder emptied, deleted, or moved aside by
@@ -8,10 +8,12 @@
 //! One fact per line, each line checked by its own CRC-32 (`fact.rs`), so a torn or garbled
 //! line is detected and skipped, never misread. Appends are buffered; [`Journal::sync`] (or
 //! [`Journal::sync_async`]) writes them and fdatasyncs the file (and its folder when the file
-//! is new) — the run calls it in the same group commit as the database flush, before any
-//! request that depends on what was appended. The file is compacted once it has grown well
-//! past what its facts need (`compact.rs`), by writing a new file and renaming it over the
-//! old one. [`replay`] folds a journal into per-job and per-video summaries (`replay.rs`).
+//! is new). It belongs in the same group commit as the database flush, before any request
+//! that depends on what was appended leaves. The file grows ahead of its lines (zeros written
+//! in chunks), so that a sync overwrites space the file already has, which costs a quarter of
+//! an fdatasync that also grows it. The file is compacted once it has grown well past what its
+//! facts need (`compact.rs`), by writing a new file and renaming it over the old one.
+//! [`replay`] folds a journal into per-job and per-video summaries (`replay.rs`).
 //!
 //! This module owns the journal file and nothing else: it never writes the database (only
 //! compaction reads it, to drop facts of jobs the database has since replaced).
@@ -643,6 +645,22 @@ mod tests {
             Err(JournalError::NewerVersion { found, .. }) => assert_eq!(found, 2),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn write_async_hands_lines_to_the_file_without_waiting_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(&db(&dir)).unwrap();
+        journal.append(&analysis(1));
+        journal.write_async().await.unwrap();
+        assert!(journal.unsynced, "written, not yet synced");
+        let (facts, _) = read_facts(&std::fs::read(journal.path()).unwrap());
+        assert_eq!(facts[1..], [analysis(1)]);
+        // The next sync has work even with nothing new appended: the fdatasync.
+        assert!(journal.next_write(true).unwrap().is_some());
+        journal.sync_async().await.unwrap();
+        assert!(!journal.unsynced);
+        assert!(journal.next_write(true).unwrap().is_none());
     }
 
     #[tokio::test]

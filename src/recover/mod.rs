@@ -35,7 +35,7 @@ use crate::journal::{self, Journal, JournalError, Replay, ReplayStats, Stage};
 use crate::manifest::{self, Defaults, ManifestError, ManifestJob};
 use crate::store::{IngestReport, Store, StoreError};
 
-pub use rebuild::{MissingFact, Orphan, Rebuilt, audit, heal, verify_output};
+pub use rebuild::{MissingFact, Orphan, Rebuilt, audit, heal, missing_fact, verify_output};
 
 /// How to rebuild.
 #[derive(Debug, Clone, Default)]

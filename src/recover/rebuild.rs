@@ -84,7 +84,10 @@ pub fn audit(store: &Store, replay: &Replay) -> Result<Vec<MissingFact>, StoreEr
     Ok(missing)
 }
 
-fn missing_fact(facts: &JobFacts, job: Option<&Job>) -> Option<String> {
+/// What of a job's journalled facts the database's record of it lacks, if anything (the
+/// check [`audit`] makes for each journalled job, for a caller that already reads every job,
+/// such as the run's resume).
+pub fn missing_fact(facts: &JobFacts, job: Option<&Job>) -> Option<String> {
     let Some(job) = job else {
         return Some("the job is missing".into());
     };
