@@ -21,18 +21,20 @@
 mod compact;
 pub mod fact;
 mod replay;
+mod writer;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use compact::CompactReport;
 pub use fact::{Fact, JOURNAL_VERSION};
 pub use replay::{JobFacts, Replay, ReplayStats, Stage, read_facts, replay};
 
 use crate::store::StoreError;
+use writer::{Completion, Write, lock as lock_state};
 
 /// A journal is compacted once its facts take more than this many bytes beyond twice what
 /// the last compaction kept (so compaction work stays proportional to what is appended).
@@ -113,9 +115,37 @@ pub struct Journal {
     folder_unsynced: bool,
     /// Lines were written without an fdatasync since the last one.
     unsynced: bool,
-    /// A write failed part-way: the file may end in a partial line that the next append
-    /// would run into, so nothing more is written through this handle.
-    poisoned: Option<String>,
+    /// Set when a write failed part-way: the file may end in a partial line that the next
+    /// write would run into, so nothing more is written through this handle.
+    poison: Arc<Mutex<Option<String>>>,
+    /// The write started last (writes run one after the other, in the order started).
+    last: Option<Arc<Completion>>,
+}
+
+/// A sync started with [`Journal::start_sync`]: resolves once the facts appended before it
+/// are durable (or the write failed).
+#[derive(Debug, Clone)]
+pub struct Durable {
+    completion: Arc<Completion>,
+    path: PathBuf,
+}
+
+impl Durable {
+    /// Wait until the facts are durable.
+    pub async fn wait(&self) -> Result<(), JournalError> {
+        self.completion
+            .wait()
+            .await
+            .map_err(|cause| JournalError::Io {
+                path: self.path.clone(),
+                cause,
+            })
+    }
+
+    /// True once the write has finished, well or not.
+    pub fn is_done(&self) -> bool {
+        self.completion.is_done()
+    }
 }
 
 impl Journal {
@@ -175,7 +205,8 @@ impl Journal {
             base: 0,
             folder_unsynced: created,
             unsynced: false,
-            poisoned: None,
+            poison: Arc::default(),
+            last: None,
         };
         if end == 0 {
             journal.append(&Fact::Header(fact::Header {
@@ -230,99 +261,109 @@ impl Journal {
     }
 
     /// Make everything appended so far durable: write it, fdatasync the file, and fsync its
-    /// folder if the file is new. Free when nothing was appended since the last call.
+    /// folder if the file is new (after any write still under way). Free when nothing was
+    /// appended since the last call.
     pub fn sync(&mut self) -> Result<(), JournalError> {
-        let Some(write) = self.next_write(true)? else {
-            return Ok(());
-        };
-        let result = write.run(&self.file);
-        self.written(write, result)
+        match self.next_write(true)? {
+            Some(write) => write.execute(&self.file),
+            None => self.wait_for_last(),
+        }
+        .map_err(|cause| self.io(cause))
     }
 
     /// [`Journal::sync`] off the async runtime's threads, so it can run beside
     /// `Store::flush_async` in one group commit (`tokio::join!`).
     pub async fn sync_async(&mut self) -> Result<(), JournalError> {
-        self.write_off_thread(true).await
+        self.start(true).wait().await
     }
 
     /// Write what was appended without waiting for the disk: it survives the process being
-    /// killed, not a power cut, until the next [`Journal::sync_async`]. For a group commit
-    /// that lets no create leave (see ARCHITECTURE.md, the journal).
+    /// killed, not a power cut, until the next sync. For a group commit that lets no create
+    /// leave.
     pub async fn write_async(&mut self) -> Result<(), JournalError> {
-        self.write_off_thread(false).await
+        self.start(false).wait().await
     }
 
-    async fn write_off_thread(&mut self, durable: bool) -> Result<(), JournalError> {
-        let Some(write) = self.next_write(durable)? else {
-            return Ok(());
+    /// Start making everything appended so far durable, off the async runtime's threads, and
+    /// return at once: appends may go on while it runs. Hold each request that depends on
+    /// those facts until the returned [`Durable::wait`] succeeds. Syncs run one after the
+    /// other in the order started. Must be called within a tokio runtime.
+    pub fn start_sync(&mut self) -> Durable {
+        self.start(true)
+    }
+
+    fn start(&mut self, durable: bool) -> Durable {
+        let completion = match self.next_write(durable) {
+            Err(error) => Completion::done(Err(error.to_string())),
+            Ok(None) => self
+                .last
+                .clone()
+                .unwrap_or_else(|| Completion::done(Ok(()))),
+            Ok(Some(write)) => {
+                let completion = Arc::clone(&write.done);
+                let file = Arc::clone(&self.file);
+                tokio::task::spawn_blocking(move || write.execute(&file));
+                completion
+            }
         };
-        let file = Arc::clone(&self.file);
-        let (write, result) = tokio::task::spawn_blocking(move || {
-            let result = write.run(&file);
-            (write, result)
-        })
-        .await
-        .map_err(|error| JournalError::Io {
+        Durable {
+            completion,
             path: self.path.clone(),
-            cause: format!("the write was interrupted: {error}"),
-        })?;
-        self.written(write, result)
+        }
     }
 
-    /// What the next write has to do, or `None` when it has nothing to do.
+    /// Wait for the write started last, if any.
+    fn wait_for_last(&self) -> Result<(), String> {
+        match &self.last {
+            Some(last) => last.wait_blocking(),
+            None => Ok(()),
+        }
+    }
+
+    /// The next write, its place in the file reserved (so appends can go on while it runs),
+    /// or `None` when there is nothing to do.
     fn next_write(&mut self, durable: bool) -> Result<Option<Write>, JournalError> {
-        if let Some(cause) = &self.poisoned {
-            return Err(JournalError::Io {
-                path: self.path.clone(),
-                cause: cause.clone(),
-            });
+        if let Some(cause) = lock_state(&self.poison).clone() {
+            return Err(self.io(cause));
         }
         let to_sync = durable && (self.unsynced || self.folder_unsynced);
         if self.pending.is_empty() && !to_sync {
             return Ok(None);
         }
         let bytes = std::mem::take(&mut self.pending);
-        let end = self.end + bytes.len() as u64;
+        let at = self.end;
+        self.end += bytes.len() as u64;
         // Grow ahead: zeros after the lines, so the next syncs overwrite space the file has.
-        let grow_to = (end > self.allocated).then(|| {
-            let growth = (end / 4).clamp(MIN_GROWTH, MAX_GROWTH);
-            end + growth
+        let grow_to = (self.end > self.allocated).then(|| {
+            let growth = (self.end / 4).clamp(MIN_GROWTH, MAX_GROWTH);
+            self.end + growth
         });
+        self.allocated = self.allocated.max(grow_to.unwrap_or(0));
+        let folder = (durable && self.folder_unsynced).then(|| parent_folder(&self.path));
+        if durable {
+            self.unsynced = false;
+            self.folder_unsynced = false;
+        } else if !bytes.is_empty() {
+            self.unsynced = true;
+        }
+        let done = Arc::new(Completion::default());
+        let previous = self.last.replace(Arc::clone(&done));
         Ok(Some(Write {
-            at: self.end,
+            at,
             bytes,
             grow_to,
             durable,
-            folder: (durable && self.folder_unsynced).then(|| parent_folder(&self.path)),
+            folder,
+            previous,
+            done,
+            poison: Arc::clone(&self.poison),
         }))
     }
 
-    /// Book-keeping after a write: keep the buffer's allocation, move the end, or poison the
-    /// handle on failure.
-    fn written(&mut self, write: Write, result: std::io::Result<()>) -> Result<(), JournalError> {
-        match result {
-            Ok(()) => {
-                self.end = write.at + write.bytes.len() as u64;
-                self.allocated = self.allocated.max(write.grow_to.unwrap_or(0));
-                if write.durable {
-                    self.unsynced = false;
-                    self.folder_unsynced = false;
-                } else if !write.bytes.is_empty() {
-                    self.unsynced = true;
-                }
-                let mut bytes = write.bytes;
-                bytes.clear();
-                self.pending = bytes;
-                Ok(())
-            }
-            Err(error) => {
-                let cause = format!("write and sync: {error}");
-                self.poisoned = Some(cause.clone());
-                Err(JournalError::Io {
-                    path: self.path.clone(),
-                    cause,
-                })
-            }
+    fn io(&self, cause: String) -> JournalError {
+        JournalError::Io {
+            path: self.path.clone(),
+            cause,
         }
     }
 
@@ -353,6 +394,7 @@ impl Journal {
     /// ids and their files' SHA-256, or it would buy their renders again.
     pub fn compact(&mut self, store: &crate::store::Store) -> Result<CompactReport, JournalError> {
         self.sync()?;
+        self.last = None;
         let (file, report) = compact::rewrite(&self.path, &self.file, self.end, store)?;
         self.file = Arc::new(file);
         self.end = report.bytes_after;
@@ -363,8 +405,10 @@ impl Journal {
         Ok(report)
     }
 
-    /// Read the journal back (everything written so far; pending appends are not included).
+    /// Read the journal back: everything written so far (after any write under way), not
+    /// what is appended and not yet handed to a write.
     pub fn replay(&self) -> Result<Replay, JournalError> {
+        self.wait_for_last().map_err(|cause| self.io(cause))?;
         replay::replay_file(&self.file, &self.path, self.end)
     }
 }
@@ -388,39 +432,6 @@ fn read_header(file: &File) -> std::io::Result<Option<fact::Header>> {
         Ok(Fact::Header(header)) => Some(header),
         _ => None,
     })
-}
-
-/// One write's work: lines to write at the end of the last ones (and zeros after them when
-/// the file must grow), then, if durable, fdatasync and the folder's fsync for a new file.
-struct Write {
-    at: u64,
-    bytes: Vec<u8>,
-    grow_to: Option<u64>,
-    durable: bool,
-    folder: Option<PathBuf>,
-}
-
-impl Write {
-    fn run(&self, file: &File) -> std::io::Result<()> {
-        match self.grow_to {
-            None => file.write_all_at(&self.bytes, self.at)?,
-            Some(size) => {
-                // One write: the lines, then the room ahead.
-                let mut bytes = Vec::with_capacity((size - self.at) as usize);
-                bytes.extend_from_slice(&self.bytes);
-                bytes.resize((size - self.at) as usize, 0);
-                file.write_all_at(&bytes, self.at)?;
-            }
-        }
-        if !self.durable {
-            return Ok(());
-        }
-        file.sync_data()?;
-        if let Some(folder) = &self.folder {
-            File::open(folder)?.sync_all()?;
-        }
-        Ok(())
-    }
 }
 
 /// Where the lines of a journal file end: after its last byte that is not zero (the zeros
@@ -657,10 +668,37 @@ mod tests {
         let (facts, _) = read_facts(&std::fs::read(journal.path()).unwrap());
         assert_eq!(facts[1..], [analysis(1)]);
         // The next sync has work even with nothing new appended: the fdatasync.
-        assert!(journal.next_write(true).unwrap().is_some());
         journal.sync_async().await.unwrap();
         assert!(!journal.unsynced);
-        assert!(journal.next_write(true).unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_syncs_keep_their_order_while_appends_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(&db(&dir)).unwrap();
+        let mut started = Vec::new();
+        for n in 0..2000 {
+            journal.append(&analysis(n));
+            if n % 37 == 0 {
+                started.push((n, journal.start_sync()));
+            }
+        }
+        // Waiting for any sync means every fact appended before it is durable.
+        let (last_started, durable) = started.last().unwrap().clone();
+        durable.wait().await.unwrap();
+        assert!(started.iter().all(|(_, durable)| durable.is_done()));
+        let (facts, stats) = read_facts(&std::fs::read(journal.path()).unwrap());
+        assert_eq!(stats.skipped(), 0);
+        assert_eq!(
+            facts[1..],
+            (0..=last_started).map(analysis).collect::<Vec<_>>()
+        );
+        // A blocking sync after background ones takes the rest.
+        journal.sync().unwrap();
+        let replay = journal.replay().unwrap();
+        assert_eq!(replay.stats.facts, 2001);
+        // Nothing appended: the last sync's outcome, at once.
+        journal.start_sync().wait().await.unwrap();
     }
 
     #[tokio::test]
