@@ -202,7 +202,7 @@ fn journal_replay(c: &mut Criterion) {
     group.bench_function("replay_and_audit_10k_jobs", |b| {
         b.iter(|| {
             let replay = journal.replay().expect("replay");
-            let missing = headswap_batch::recover::audit(&store, &replay).expect("audit");
+            let missing = headswap_batch::recover::audit(&store, &journal, &replay).expect("audit");
             assert!(missing.is_empty());
             replay.jobs.len()
         })

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 pub use compact::CompactReport;
 pub use fact::{Fact, JOURNAL_VERSION};
-pub use replay::{JobFacts, Replay, ReplayStats, Stage, read_facts, replay};
+pub use replay::{Details, JobFacts, Replay, ReplayStats, Stage, TaskRef, read_facts, replay};
 
 use crate::store::StoreError;
 use writer::{Completion, Write, lock as lock_state};
@@ -405,6 +405,53 @@ impl Journal {
         Ok(report)
     }
 
+    /// The facts of a job [`Journal::replay`] folded, read back from their lines: its
+    /// request (the intent, and the mappings from the intent or, when that line is damaged,
+    /// from the task's fact), its render failure, its output. The offsets are those of the
+    /// last replay: the journal must not have been compacted since.
+    pub fn details(&self, facts: &JobFacts) -> Result<Details, JournalError> {
+        let read = |offset: Option<u64>| -> Result<Option<Fact>, JournalError> {
+            let Some(offset) = offset else {
+                return Ok(None);
+            };
+            let line =
+                read_line_at(&self.file, offset).map_err(|error| io_error(&self.path, error))?;
+            let fact = fact::decode_line(&line)
+                .ok()
+                .filter(|fact| fact.job() == Some(facts.id.as_str()));
+            match fact {
+                Some(fact) => Ok(Some(fact)),
+                None => Err(self.io(format!(
+                    "the line at byte {offset} is not a fact of job {} (was the journal compacted since it was read?)",
+                    facts.id
+                ))),
+            }
+        };
+        let intent = match read(facts.intent_at)? {
+            Some(Fact::Intent(intent)) => Some(intent),
+            _ => None,
+        };
+        let mappings = match (&intent, read(facts.task_at)?) {
+            (Some(intent), _) => intent.mappings.clone(),
+            (None, Some(Fact::Task(task))) => task.mappings,
+            (None, _) => Vec::new(),
+        };
+        let render_failed = match read(facts.render_failed_at)? {
+            Some(Fact::RenderFailed(failed)) => Some(failed),
+            _ => None,
+        };
+        let output = match read(facts.output_at)? {
+            Some(Fact::Output(output)) => Some(output),
+            _ => None,
+        };
+        Ok(Details {
+            intent,
+            mappings,
+            render_failed,
+            output,
+        })
+    }
+
     /// Read the journal back: everything written so far (after any write under way), not
     /// what is appended and not yet handed to a write.
     pub fn replay(&self) -> Result<Replay, JournalError> {
@@ -432,6 +479,25 @@ fn read_header(file: &File) -> std::io::Result<Option<fact::Header>> {
         Ok(Fact::Header(header)) => Some(header),
         _ => None,
     })
+}
+
+/// The line that starts at `offset`, without its newline.
+fn read_line_at(file: &File, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut at = offset;
+    loop {
+        let read = file.read_at(&mut chunk, at)?;
+        if read == 0 {
+            return Ok(line);
+        }
+        if let Some(end) = chunk[..read].iter().position(|byte| *byte == b'\n') {
+            line.extend_from_slice(&chunk[..end]);
+            return Ok(line);
+        }
+        line.extend_from_slice(&chunk[..read]);
+        at += read as u64;
+    }
 }
 
 /// Where the lines of a journal file end: after its last byte that is not zero (the zeros

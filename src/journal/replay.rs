@@ -15,7 +15,7 @@ use std::path::Path;
 use super::JournalError;
 use super::fact::{
     self, AnalysisFact, Fact, Header, IngestFact, IntentFact, LineDamage, OutputFact,
-    RenderFailedFact, TaskFact,
+    RenderFailedFact,
 };
 
 /// Everything a journal says, folded.
@@ -73,23 +73,34 @@ pub enum Stage {
     Finished,
 }
 
-/// One job's facts, folded.
+/// One job's facts, folded: where it stands, and where in the file the lines with the rest
+/// are (read with [`super::Journal::details`] when a job must be rebuilt or a file checked),
+/// so that a replay of a large journal holds a few hundred bytes per job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobFacts {
     pub id: String,
     pub stage: Stage,
     /// The fingerprint of the current request (from its intent, or its task id's fact).
     pub fingerprint: Option<String>,
-    /// The current request's mappings.
-    pub mappings: Vec<(u32, String)>,
-    /// The latest intent of the current row.
-    pub intent: Option<IntentFact>,
     /// The live task (cleared by a new intent or a lost task).
-    pub task: Option<TaskFact>,
-    pub render_failed: Option<RenderFailedFact>,
-    pub output: Option<OutputFact>,
+    pub task: Option<TaskRef>,
     /// Some create of the current row may have been paid twice.
     pub possible_duplicate: bool,
+    /// Where the current row's latest intent starts in the journal.
+    pub intent_at: Option<u64>,
+    /// Where the live task's fact starts (it repeats the request's mappings).
+    pub task_at: Option<u64>,
+    /// Where the live task's failure starts (stage `RenderFailed`).
+    pub render_failed_at: Option<u64>,
+    /// Where the finished output's fact starts (stage `Finished`).
+    pub output_at: Option<u64>,
+}
+
+/// A task id and when it was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    pub task_id: String,
+    pub ms: u64,
 }
 
 impl JobFacts {
@@ -98,29 +109,19 @@ impl JobFacts {
             id: id.to_string(),
             stage: Stage::Ready,
             fingerprint: None,
-            mappings: Vec::new(),
-            intent: None,
             task: None,
-            render_failed: None,
-            output: None,
             possible_duplicate: false,
+            intent_at: None,
+            task_at: None,
+            render_failed_at: None,
+            output_at: None,
         }
     }
 
-    /// The live task's id, from its own fact or, if that line was damaged, from the facts
-    /// that name it (a failure, an output).
+    /// The live task's id (from its own fact or, if that line was damaged, from the failure
+    /// or the output that names it).
     pub fn task_id(&self) -> Option<&str> {
-        if let Some(task) = &self.task {
-            return Some(&task.task_id);
-        }
-        match self.stage {
-            Stage::Finished => self.output.as_ref().map(|output| output.task_id.as_str()),
-            Stage::RenderFailed => self
-                .render_failed
-                .as_ref()
-                .map(|failed| failed.task_id.as_str()),
-            _ => None,
-        }
+        self.task.as_ref().map(|task| task.task_id.as_str())
     }
 
     /// A different fingerprint than the current one: the row was replaced, start over. (A
@@ -136,15 +137,26 @@ impl JobFacts {
         }
     }
 
-    fn apply(&mut self, fact: &Fact) {
+    /// A task named by a later fact when its own line was damaged.
+    fn name_task(&mut self, task_id: &str, ms: u64) {
+        if self.task.as_ref().map(|task| task.task_id.as_str()) != Some(task_id) {
+            self.task = Some(TaskRef {
+                task_id: task_id.to_string(),
+                ms,
+            });
+            self.task_at = None;
+        }
+    }
+
+    fn apply(&mut self, offset: u64, fact: &Fact) {
         match fact {
             Fact::Intent(intent) => {
                 self.start_row(&intent.fingerprint);
-                self.mappings = intent.mappings.clone();
-                self.intent = Some(intent.clone());
+                self.intent_at = Some(offset);
                 self.task = None;
-                self.render_failed = None;
-                self.output = None;
+                self.task_at = None;
+                self.render_failed_at = None;
+                self.output_at = None;
                 self.stage = Stage::Submitting;
             }
             Fact::Aborted(_) => {
@@ -167,27 +179,32 @@ impl JobFacts {
                 if self.fingerprint.as_deref() != Some(&task.fingerprint) {
                     // Its intent's line is damaged and the row changed since the last one read.
                     self.start_row(&task.fingerprint);
+                    self.intent_at = None;
                 }
-                if self.mappings.is_empty() {
-                    self.mappings = task.mappings.clone();
-                }
-                self.task = Some(task.clone());
-                self.render_failed = None;
-                self.output = None;
+                self.task = Some(TaskRef {
+                    task_id: task.task_id.clone(),
+                    ms: task.ms,
+                });
+                self.task_at = Some(offset);
+                self.render_failed_at = None;
+                self.output_at = None;
                 self.stage = Stage::Rendering;
             }
             Fact::TaskLost(_) => {
                 if self.stage == Stage::Rendering {
                     self.task = None;
+                    self.task_at = None;
                     self.stage = Stage::Ready;
                 }
             }
             Fact::RenderFailed(failed) => {
-                self.render_failed = Some(failed.clone());
+                self.name_task(&failed.task_id, failed.ms);
+                self.render_failed_at = Some(offset);
                 self.stage = Stage::RenderFailed;
             }
             Fact::Output(output) => {
-                self.output = Some(output.clone());
+                self.name_task(&output.task_id, output.ms);
+                self.output_at = Some(offset);
                 self.stage = Stage::Finished;
             }
             Fact::Header(_) | Fact::Ingest(_) | Fact::Analysis(_) => {}
@@ -195,9 +212,21 @@ impl JobFacts {
     }
 }
 
+/// A job's facts read back from their lines (see [`super::Journal::details`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Details {
+    /// The current row's latest intent, if its line is readable.
+    pub intent: Option<IntentFact>,
+    /// The request's mappings (from the intent, or from the task's fact); empty when neither
+    /// line is readable.
+    pub mappings: Vec<(u32, String)>,
+    pub render_failed: Option<RenderFailedFact>,
+    pub output: Option<OutputFact>,
+}
+
 impl Replay {
-    /// Fold one more fact in.
-    pub fn apply(&mut self, fact: Fact) {
+    /// Fold one more fact in; `offset` is where its line starts in the journal.
+    pub fn apply(&mut self, offset: u64, fact: Fact) {
         match fact {
             Fact::Header(header) => {
                 if self.header.is_none() {
@@ -211,10 +240,10 @@ impl Replay {
             fact => {
                 let id = fact.job().expect("every other fact names a job");
                 match self.jobs.get_mut(id) {
-                    Some(job) => job.apply(&fact),
+                    Some(job) => job.apply(offset, &fact),
                     None => {
                         let mut job = JobFacts::new(id);
-                        job.apply(&fact);
+                        job.apply(offset, &fact);
                         self.jobs.insert(id.to_string(), job);
                     }
                 }
@@ -248,7 +277,7 @@ pub(super) fn replay_file(file: &File, path: &Path, end: u64) -> Result<Replay, 
         offset: 0,
         end,
     };
-    let stats = for_each_fact(reader, |_, fact| replay.apply(fact))
+    let stats = for_each_fact(reader, |line, fact| replay.apply(line.offset, fact))
         .map_err(|error| super::io_error(path, error))?;
     replay.stats = stats;
     Ok(replay)
@@ -348,7 +377,7 @@ impl Read for PositionalReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::fact::{AmbiguousFact, JobRef};
+    use crate::journal::fact::{AmbiguousFact, JobRef, TaskFact};
 
     fn intent(fingerprint: &str, ms: u64) -> Fact {
         Fact::Intent(IntentFact {
@@ -403,8 +432,8 @@ mod tests {
 
     fn fold(facts: Vec<Fact>) -> JobFacts {
         let mut replay = Replay::default();
-        for fact in facts {
-            replay.apply(fact);
+        for (line, fact) in facts.into_iter().enumerate() {
+            replay.apply(line as u64 * 100, fact);
         }
         replay.jobs["j"].clone()
     }
@@ -481,24 +510,37 @@ mod tests {
     }
 
     #[test]
+    fn the_lines_of_the_current_request_are_remembered() {
+        let job = fold(vec![intent("a", 1), task("t1", "a")]);
+        assert_eq!((job.intent_at, job.task_at), (Some(0), Some(100)));
+        let job = fold(vec![
+            intent("a", 1),
+            task("t1", "a"),
+            Fact::TaskLost(reference()),
+            intent("a", 2),
+        ]);
+        assert_eq!((job.intent_at, job.task_at), (Some(300), None));
+    }
+
+    #[test]
     fn a_task_whose_intent_was_lost_carries_its_own_request() {
-        let job = fold(vec![task("t1", "a")]);
+        let job = fold(vec![intent("a", 1), task("t1", "b")]);
         assert_eq!(job.stage, Stage::Rendering);
-        assert_eq!(job.fingerprint.as_deref(), Some("a"));
-        assert_eq!(job.mappings, [(1, "g".to_string())]);
-        assert!(job.intent.is_none());
+        assert_eq!(job.fingerprint.as_deref(), Some("b"));
+        assert_eq!((job.intent_at, job.task_at), (None, Some(100)));
         // An output whose task line was lost still names the task.
         let job = fold(vec![intent("a", 1), output("t9")]);
         assert_eq!(job.task_id(), Some("t9"));
+        assert_eq!((job.task_at, job.output_at), (None, Some(100)));
     }
 
     #[test]
     fn only_jobs_that_reached_the_service_count_as_paid() {
         let mut replay = Replay::default();
-        replay.apply(intent("a", 1));
-        replay.apply(Fact::Aborted(reference()));
+        replay.apply(0, intent("a", 1));
+        replay.apply(1, Fact::Aborted(reference()));
         assert_eq!(replay.paid_jobs().count(), 0);
-        replay.apply(intent("a", 2));
+        replay.apply(2, intent("a", 2));
         assert_eq!(replay.paid_jobs().count(), 1);
     }
 }

@@ -194,7 +194,7 @@ pub fn recover(
     drop(bytes);
     let replay = journal.replay()?;
     let _database_lock = DatabaseLock::take(db)?;
-    let damage = diagnose(db, &replay)?;
+    let damage = diagnose(db, &journal, &replay)?;
 
     let defaults = options.defaults.clone().unwrap_or_else(|| {
         replay
@@ -213,7 +213,14 @@ pub fn recover(
         journal: replay.stats.clone(),
         ..RecoverReport::default()
     };
-    let built = build(&building, manifest, &replay, &defaults, &mut report);
+    let built = build(
+        &building,
+        manifest,
+        &journal,
+        &replay,
+        &defaults,
+        &mut report,
+    );
     if let Err(error) = built {
         let _ = remove_own_folder(&building);
         return Err(error);
@@ -223,7 +230,7 @@ pub fn recover(
 }
 
 /// Why the database needs recovering, or [`RecoverError::Clean`].
-fn diagnose(db: &Path, replay: &Replay) -> Result<String, RecoverError> {
+fn diagnose(db: &Path, journal: &Journal, replay: &Replay) -> Result<String, RecoverError> {
     if !db.exists() {
         return Ok("the database folder is missing".into());
     }
@@ -258,9 +265,10 @@ fn diagnose(db: &Path, replay: &Replay) -> Result<String, RecoverError> {
                 return Ok(describe(&rename_path(error, db)));
             }
         }
-        let missing = match audit(&store, replay) {
+        let missing = match audit(&store, journal, replay) {
             Ok(missing) => missing,
-            Err(error) => return Ok(describe(&rename_path(error, db))),
+            Err(RecoverError::Store(error)) => return Ok(describe(&rename_path(error, db))),
+            Err(error) => return Err(error),
         };
         match missing.first() {
             None => Err(RecoverError::Clean {
@@ -283,6 +291,7 @@ fn diagnose(db: &Path, replay: &Replay) -> Result<String, RecoverError> {
 fn build(
     folder: &Path,
     manifest: manifest::Manifest,
+    journal: &Journal,
     replay: &Replay,
     defaults: &Defaults,
     report: &mut RecoverReport,
@@ -300,8 +309,10 @@ fn build(
             continue;
         }
         let row = rows.get(facts.id.as_str()).copied();
-        let analysis_id = rebuild::video_analysis(facts, row, replay);
-        match rebuild::rebuild(facts, row, defaults, analysis_id, &mut report.rebuilt)? {
+        let details = journal.details(facts)?;
+        let analysis_id = rebuild::video_analysis(&details, row, replay);
+        let rebuilt = &mut report.rebuilt;
+        match rebuild::rebuild(facts, &details, row, defaults, analysis_id, rebuilt)? {
             Some(job) => {
                 store.put_job(&job)?;
                 journalled.insert(job.id.clone());

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use super::RecoverError;
 use crate::job::{Event, Job, JobError, JobState, Output};
 use crate::journal::fact::{self, OutputFact};
-use crate::journal::{JobFacts, Replay, Stage};
+use crate::journal::{Details, JobFacts, Journal, JournalError, Replay, Stage};
 use crate::manifest::{Defaults, ManifestJob};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// How the rebuilt jobs were left.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,14 +67,19 @@ pub struct MissingFact {
 
 /// Compare a readable database with its journal: every job the journal shows as paid must be
 /// in the database with what was paid for. Empty when the database holds every fact.
+/// `replay` must be this journal's, read since its last compaction.
 ///
 /// The database may legitimately be ahead (a task id stored but not yet journalled when the
 /// process died) or have moved on (a row replaced since): neither is reported.
-pub fn audit(store: &Store, replay: &Replay) -> Result<Vec<MissingFact>, StoreError> {
+pub fn audit(
+    store: &Store,
+    journal: &Journal,
+    replay: &Replay,
+) -> Result<Vec<MissingFact>, RecoverError> {
     let mut missing = Vec::new();
     for facts in replay.paid_jobs() {
         let job = store.job(&facts.id)?;
-        if let Some(what) = missing_fact(facts, job.as_ref()) {
+        if let Some(what) = missing_fact(facts, job.as_ref(), journal)? {
             missing.push(MissingFact {
                 job: facts.id.clone(),
                 what,
@@ -87,13 +92,17 @@ pub fn audit(store: &Store, replay: &Replay) -> Result<Vec<MissingFact>, StoreEr
 /// What of a job's journalled facts the database's record of it lacks, if anything (the
 /// check [`audit`] makes for each journalled job, for a caller that already reads every job,
 /// such as the run's resume).
-pub fn missing_fact(facts: &JobFacts, job: Option<&Job>) -> Option<String> {
+pub fn missing_fact(
+    facts: &JobFacts,
+    job: Option<&Job>,
+    journal: &Journal,
+) -> Result<Option<String>, JournalError> {
     let Some(job) = job else {
-        return Some("the job is missing".into());
+        return Ok(Some("the job is missing".into()));
     };
     if facts.fingerprint.as_deref() != Some(job.fingerprint.as_str()) {
         // The database holds a newer row of this job (replaced since).
-        return None;
+        return Ok(None);
     }
     let flag = (facts.possible_duplicate && !job.possible_duplicate)
         .then(|| "its possible_duplicate flag is missing".to_string());
@@ -117,12 +126,12 @@ pub fn missing_fact(facts: &JobFacts, job: Option<&Job>) -> Option<String> {
                 // the file itself if its link has expired: missing only while the file is
                 // there to keep.
                 Some(stored) if stored == task_id => {
-                    let output = facts
-                        .output
-                        .as_ref()
-                        .filter(|_| facts.stage == Stage::Finished);
-                    let unrecorded = output
-                        .is_some_and(|output| job.state != JobState::Done && verify_output(output));
+                    let unrecorded = facts.stage == Stage::Finished
+                        && job.state != JobState::Done
+                        && journal
+                            .details(facts)?
+                            .output
+                            .is_some_and(|output| verify_output(&output));
                     unrecorded.then(|| {
                         format!(
                             "its output is finished and on disk, but the database has the job {}",
@@ -141,26 +150,37 @@ pub fn missing_fact(facts: &JobFacts, job: Option<&Job>) -> Option<String> {
             },
         },
     };
-    missing.or(flag)
+    Ok(missing.or(flag))
 }
 
 /// Bring a readable database up to its journal, in place: every job [`audit`] finds behind
 /// is rebuilt from its facts (keeping the database's line and extra columns). For `run` at
-/// start: after a crash the journal may be one group commit ahead of the database, and a
-/// database that silently lost records (sled drops the tail of a damaged log) gets them back.
-/// Not durable until the store's next flush.
-pub fn heal(store: &Store, replay: &Replay) -> Result<Rebuilt, RecoverError> {
+/// start: after a crash the journal may be one group commit ahead of the database, after a
+/// power cut more (sled's flush is not an fsync), and a database that silently lost records
+/// (sled drops the tail of a damaged log) gets them back. `replay` must be this journal's,
+/// read since its last compaction. Not durable until the store's next flush.
+pub fn heal(store: &Store, journal: &Journal, replay: &Replay) -> Result<Rebuilt, RecoverError> {
     let mut rebuilt = Rebuilt::default();
-    let behind: BTreeSet<String> = audit(store, replay)?
+    let behind: BTreeSet<String> = audit(store, journal, replay)?
         .into_iter()
         .map(|missing| missing.job)
         .collect();
     for id in behind {
         let facts = &replay.jobs[&id];
+        let details = journal.details(facts)?;
         let existing = store.job(&id)?;
-        let analysis_id = existing.as_ref().and_then(|job| job.analysis_id.clone());
-        let analysis_id = analysis_id.or_else(|| video_analysis(facts, None, replay));
-        let Some(mut job) = rebuild(facts, None, &Defaults::default(), analysis_id, &mut rebuilt)?
+        let analysis_id = existing
+            .as_ref()
+            .and_then(|job| job.analysis_id.clone())
+            .or_else(|| video_analysis(&details, None, replay));
+        let Some(mut job) = rebuild(
+            facts,
+            &details,
+            None,
+            &Defaults::default(),
+            analysis_id,
+            &mut rebuilt,
+        )?
         else {
             continue;
         };
@@ -175,11 +195,11 @@ pub fn heal(store: &Store, replay: &Replay) -> Result<Rebuilt, RecoverError> {
 
 /// The journalled analysis id of a job's video.
 pub(super) fn video_analysis(
-    facts: &JobFacts,
+    details: &Details,
     row: Option<&ManifestJob>,
     replay: &Replay,
 ) -> Option<String> {
-    let video = facts
+    let video = details
         .intent
         .as_ref()
         .map(|intent| intent.video_url.as_str())
@@ -198,6 +218,7 @@ pub(super) fn video_analysis(
 /// its fingerprint matches.
 pub(super) fn rebuild(
     facts: &JobFacts,
+    details: &Details,
     row: Option<&ManifestJob>,
     defaults: &Defaults,
     analysis_id: Option<String>,
@@ -214,10 +235,10 @@ pub(super) fn rebuild(
     let Some(fingerprint) = facts.fingerprint.clone() else {
         return orphan("neither its intent nor its task id is readable", rebuilt);
     };
-    if facts.mappings.is_empty() {
+    if details.mappings.is_empty() {
         return orphan("its request's mappings are not readable", rebuilt);
     }
-    let (spec, born_ms) = match &facts.intent {
+    let (spec, born_ms) = match &details.intent {
         Some(intent) => (intent.spec(), intent.ms),
         None => {
             let spec = row
@@ -243,7 +264,7 @@ pub(super) fn rebuild(
     );
     job.fingerprint = fingerprint;
     job.apply(Event::AnalysisStarted { analysis_id }, born_ms)?;
-    let mappings = fact::mappings(&facts.mappings);
+    let mappings = fact::mappings(&details.mappings);
     job.apply(Event::Mapped { mappings }, born_ms)?;
     if facts.possible_duplicate {
         job.apply(Event::SubmitIntent, born_ms)?;
@@ -273,14 +294,14 @@ pub(super) fn rebuild(
             rebuilt.reattached += 1;
         }
         Stage::RenderFailed => {
-            let failed = facts.render_failed.as_ref().expect("the stage says so");
+            let failed = details.render_failed.as_ref().expect("the stage says so");
             created(&mut job)?;
             let error = JobError::new(failed.code, failed.message.clone());
             job.apply(Event::RenderFailed { error }, failed.ms)?;
             rebuilt.render_failed += 1;
         }
         Stage::Finished => {
-            let output = facts.output.as_ref().expect("the stage says so");
+            let output = details.output.as_ref().expect("the stage says so");
             created(&mut job)?;
             job.apply(Event::Rendered { output_url: None }, output.ms)?;
             if verify_output(output) {

@@ -245,8 +245,10 @@ fn assert_recovered(scene: &Scene, report: &RecoverReport, case: &str) {
         analyses.iter().all(|record| record.analysis_id.is_some()),
         "{case}"
     );
+    let journal = Journal::open(&scene.db()).unwrap();
+    let replay = journal.replay().unwrap();
     assert!(
-        recover::audit(&store, &journal::replay(&scene.db()).unwrap())
+        recover::audit(&store, &journal, &replay)
             .unwrap()
             .is_empty(),
         "{case}: the rebuilt database holds every journalled fact"
@@ -428,8 +430,13 @@ fn a_deleted_snapshot_loses_nothing_and_is_refused() {
     assert!(matches!(error, RecoverError::Clean { .. }), "{error}");
     assert_eq!(fingerprint_folder(&db), before, "left exactly as it was");
     let store = Store::open_existing(&db).unwrap();
-    let replay = journal::replay(&db).unwrap();
-    assert!(recover::audit(&store, &replay).unwrap().is_empty());
+    let journal = Journal::open(&db).unwrap();
+    let replay = journal.replay().unwrap();
+    assert!(
+        recover::audit(&store, &journal, &replay)
+            .unwrap()
+            .is_empty()
+    );
     for n in 0..JOBS {
         let job = store.job(&id(n)).unwrap().unwrap();
         if let Some(task_id) = replay.jobs.get(&id(n)).and_then(|facts| facts.task_id()) {
@@ -514,14 +521,20 @@ fn a_database_that_silently_lost_records_is_healed_in_place() {
     let len = std::fs::metadata(&log).unwrap().len();
     write_at(&log, len / 2, &garbage(4096, 4));
 
+    // What a run would do at start: open both, replay, heal.
     let store = Store::open_existing(&db).expect("sled opens it as if nothing happened");
-    let replay = journal::replay(&db).unwrap();
-    let missing = recover::audit(&store, &replay).unwrap();
+    let journal = Journal::open(&db).unwrap();
+    let replay = journal.replay().unwrap();
+    let missing = recover::audit(&store, &journal, &replay).unwrap();
     assert!(!missing.is_empty(), "the lost records are noticed");
-    let healed = recover::heal(&store, &replay).unwrap();
+    let healed = recover::heal(&store, &journal, &replay).unwrap();
     store.flush().unwrap();
     assert_eq!(healed.jobs(), missing.len(), "{healed:?}");
-    assert!(recover::audit(&store, &replay).unwrap().is_empty());
+    assert!(
+        recover::audit(&store, &journal, &replay)
+            .unwrap()
+            .is_empty()
+    );
     for (id, facts) in &replay.jobs {
         if let Some(task_id) = facts.task_id() {
             let job = store.job(id).unwrap().expect("healed back");
