@@ -1,5 +1,6 @@
-//! Micro benchmarks (criterion): manifest rows parsed per second, and job transitions written
-//! to the store per second.
+//! Micro benchmarks (criterion): manifest rows parsed per second, job transitions written to
+//! the store per second, and the journal's cost: one group commit's append + sync, and the
+//! replay + audit a run would do at start.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::path::Path;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use headswap_batch::akool::Mapping;
 use headswap_batch::job::{Event, Job, JobSpec, Output};
+use headswap_batch::journal::{Fact, Journal};
 use headswap_batch::manifest;
 use headswap_batch::store::Store;
 
@@ -100,5 +102,119 @@ fn store_transitions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, manifest_rows, store_transitions);
+/// The facts of one job's successful life, as the run journals them (intent, task, output),
+/// and the job in `done`.
+fn journalled_life(id: usize) -> (Job, Vec<Fact>) {
+    let mut job = job(id);
+    let mut facts = Vec::new();
+    let events = [
+        Event::AnalysisStarted {
+            analysis_id: Some("analysis-1".into()),
+        },
+        Event::Mapped {
+            mappings: vec![Mapping {
+                obj_id: 0,
+                img_url: job.spec.faces[0].face_url.clone(),
+            }],
+        },
+        Event::SubmitIntent,
+        Event::Created {
+            task_id: format!("{id:024x}"),
+        },
+        Event::Rendered {
+            output_url: Some("https://files.example.com/out.mp4?sig=x".into()),
+        },
+        Event::Downloaded {
+            output: Output {
+                path: format!("output/job-{id:06}.mp4"),
+                bytes: 262_144,
+                sha256: format!("{id:064x}"),
+            },
+        },
+    ];
+    for event in events {
+        let before = job.clone();
+        job.apply(event, 1_700_000_000_000).expect("legal");
+        facts.extend(Fact::changes(&before, &job, 1_700_000_000_000));
+    }
+    (job, facts)
+}
+
+/// One group commit's journal work: append the facts that turn produced, write, fdatasync.
+/// The dispatcher runs it beside the store's flush (`tokio::join!`), so what it adds to a
+/// turn is the longer of the two fsyncs, not their sum.
+fn journal_commit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut journal = Journal::open(&dir.path().join("db")).expect("journal");
+    let (_, facts) = journalled_life(1);
+    let mut group = c.benchmark_group("journal");
+    for per_commit in [1usize, 64] {
+        group.throughput(Throughput::Elements(per_commit as u64));
+        group.bench_function(format!("append_and_sync_{per_commit}_facts"), |b| {
+            b.iter(|| {
+                for n in 0..per_commit {
+                    journal.append(&facts[n % facts.len()]);
+                }
+                journal.sync().expect("sync")
+            })
+        });
+    }
+    // For comparison: the store's flush after as many record writes.
+    let store = Store::open(&dir.path().join("store")).expect("store");
+    let (done, _) = journalled_life(2);
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("store_put_and_flush_64_records", |b| {
+        b.iter(|| {
+            for _ in 0..64 {
+                store.put_job(&done).expect("put");
+            }
+            store.flush().expect("flush")
+        })
+    });
+    group.finish();
+}
+
+/// What a run would do at start: read the journal of 10,000 finished jobs and check the
+/// database holds every fact (`recover::audit`). Also prints the journal's size per 1,000
+/// jobs.
+fn journal_replay(c: &mut Criterion) {
+    const JOBS: usize = 10_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("db");
+    let store = Store::open(&db).expect("store");
+    let mut journal = Journal::open(&db).expect("journal");
+    for id in 0..JOBS {
+        let (job, facts) = journalled_life(id);
+        store.put_job(&job).expect("put");
+        for fact in &facts {
+            journal.append(fact);
+        }
+    }
+    store.flush().expect("flush");
+    journal.sync().expect("sync");
+    println!(
+        "journal: {} bytes per 1,000 finished jobs (3 facts each)",
+        journal.len() * 1000 / JOBS as u64
+    );
+    let mut group = c.benchmark_group("journal");
+    group.throughput(Throughput::Elements(JOBS as u64));
+    group.sample_size(10);
+    group.bench_function("replay_and_audit_10k_jobs", |b| {
+        b.iter(|| {
+            let replay = journal.replay().expect("replay");
+            let missing = headswap_batch::recover::audit(&store, &journal, &replay).expect("audit");
+            assert!(missing.is_empty());
+            replay.jobs.len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    manifest_rows,
+    store_transitions,
+    journal_commit,
+    journal_replay
+);
 criterion_main!(benches);

@@ -46,6 +46,18 @@ fn dispatch(cli: Cli) -> Result<Exit, Fatal> {
         Command::Report(args) => {
             crate::view::report(&config::database(before, &args.db), &args.out)
         }
+        Command::Recover(args) => {
+            let db = config::database(before, &args.db);
+            let options = crate::recover::RecoverOptions::default();
+            match crate::recover::recover(&args.manifest, &db, &options) {
+                Ok(report) => {
+                    print!("{report}");
+                    eprintln!("recovered; run the same `run` command again to finish the batch");
+                    Ok(Exit::Success)
+                }
+                Err(error) => Err(crate::recover::fatal(error, &db, &args.manifest)),
+            }
+        }
         Command::Completions(args) => {
             let mut out = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "headswap-batch", &mut out);

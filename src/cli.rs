@@ -63,6 +63,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Write one self-contained HTML page showing the batch (works during a run).
     Report(ReportArgs),
+    /// Rebuild a damaged database from the manifest and the journal beside it, so nothing
+    /// already paid for is bought again (refuses a database that opens cleanly).
+    Recover(RecoverArgs),
     /// Print shell completions (bash, zsh or fish) on stdout.
     Completions(CompletionsArgs),
     /// Print the man page on stdout.
@@ -241,6 +244,14 @@ pub struct ReportArgs {
     /// The HTML file to write.
     #[arg(long, default_value = "report.html")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The CSV manifest the runs used.
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Debug, Args)]

@@ -158,7 +158,8 @@ pub fn check_usage(cli: &Cli) -> Result<(), clap::Error> {
         | Command::Status(_)
         | Command::Export(_)
         | Command::Retry(_)
-        | Command::Report(_) => None,
+        | Command::Report(_)
+        | Command::Recover(_) => None,
     };
     if let (Some(command), Some(_)) = (ignores_db, &cli.db_before_command) {
         return usage(format!(

@@ -26,11 +26,13 @@ use crate::akool::{Client, ClientConfig};
 use crate::exit::{Exit, Fatal, Signal};
 use crate::ingest;
 use crate::job::JobState;
+use crate::journal::{Fact, Journal};
 use crate::manifest::Shard;
 use crate::manifest::{self, Defaults};
 use crate::now_ms;
 use crate::objstore::{Destination, ObjectStorage, S3Env, UploadOptions, UploadRecord};
 use crate::preflight::{Checker, PreflightConfig};
+use crate::recover;
 use crate::store::{Store, StoreError};
 
 pub use dispatch::{RunReport, StopReason};
@@ -96,8 +98,22 @@ pub async fn run_batch(
     let existing = match Store::open_existing(&config.db) {
         Ok(store) => Some(store),
         Err(StoreError::Missing { .. }) => None,
-        Err(error) => return Err(error.into()),
+        // A damaged database: its journal can rebuild it (`recover`), named in the hint.
+        Err(error) => {
+            return Err(recover::damaged_database(
+                error,
+                &config.db,
+                &config.manifest,
+            ));
+        }
     };
+    if existing.is_none() {
+        // No database but a journal of paid jobs: starting over would buy them again.
+        recover::check_fresh_database(&config.db)
+            .map_err(|error| recover::fatal(error, &config.db, &config.manifest))?;
+    }
+    // The journal of paid facts beside the database, locked like it.
+    let mut journal = Journal::open(&config.db)?;
     let settled = match &existing {
         Some(store) => ingest::settled(store, &sha256, &config.defaults)?,
         None => None,
@@ -131,6 +147,7 @@ pub async fn run_batch(
                 config.replace_changed,
                 now_ms(),
             )?;
+            journal.append(&Fact::ingest(&sha256, &config.defaults, now_ms()));
             for id in &ingested.changed_submitted {
                 tracing::warn!(job = %id, "row changed after the job was submitted; kept as submitted and flagged row_changed (run with --replace-changed to render the new row, paid again)");
             }
@@ -145,6 +162,7 @@ pub async fn run_batch(
         }
     };
     drop(bytes);
+    heal_from_journal(&store, &journal, config)?;
     if invalid > 0 {
         tracing::warn!(
             "{invalid} manifest row(s) are invalid; see `headswap-batch status` or `check`"
@@ -171,13 +189,45 @@ pub async fn run_batch(
     }
     // `export` and `report` ask this process for its records while it holds the database.
     let _live = crate::view::live::serve(store.clone(), &config.db);
-    let outcome = dispatch::run(&store, Arc::new(service), settings, checker, shutdown).await;
+    let outcome = dispatch::run(
+        &store,
+        Arc::new(service),
+        settings,
+        checker,
+        Some(journal),
+        shutdown,
+    )
+    .await;
     let flushed = store.flush();
     let mut report =
         outcome.map_err(|e| Fatal::new("the run stopped on an internal error").cause(e))?;
     flushed?;
     report.row_changed = row_changed;
     Ok(report)
+}
+
+/// Bring the database level with its journal before anything is sent: after a crash the
+/// journal may be one group commit ahead, after a power cut more (sled's flush is not an
+/// fsync), and a database that silently lost records gets them back (`recover::heal`).
+fn heal_from_journal(store: &Store, journal: &Journal, config: &RunConfig) -> Result<(), Fatal> {
+    let fatal = |error| recover::fatal(error, &config.db, &config.manifest);
+    let replay = journal.replay()?;
+    if replay.stats.skipped() > 0 {
+        tracing::warn!(
+            "the journal {} has {} damaged line(s), skipped",
+            journal.path().display(),
+            replay.stats.skipped()
+        );
+    }
+    let healed = recover::heal(store, journal, &replay).map_err(fatal)?;
+    if healed.jobs() > 0 {
+        tracing::warn!(
+            "the database was behind its journal: {} job(s) brought level from it",
+            healed.jobs()
+        );
+        store.flush()?;
+    }
+    Ok(())
 }
 
 /// The object storage of `--out s3://...`, checked before anything is bought: a probe object

@@ -14,6 +14,7 @@ use crate::job::{
     AnalysisEvent, AnalysisRecord, Choice, Event, Job, JobError, JobId, JobState, VideoUrl,
     choose_mappings,
 };
+use crate::journal::Fact;
 use crate::now_ms;
 use crate::run::dispatch::agenda::{Call, Ticket, Wakeup};
 use crate::run::dispatch::{Dispatcher, Key, Request, RunError, draw, since_ms};
@@ -158,6 +159,9 @@ impl Dispatcher<'_> {
             Ok(analysis) => {
                 crash::point(crash::ANALYZE_ANSWERED);
                 self.succeeded(&Key::Video(video_url.clone()));
+                if let Some(journal) = &mut self.jobs.journal {
+                    journal.append(&Fact::analysis(video_url.as_str(), &analysis.id, now_ms()));
+                }
                 self.videos.apply(
                     self.store,
                     &video_url,

@@ -9,11 +9,16 @@
 //! Every change of state passes through [`Jobs::save`], so this is also where a job that ends
 //! needing a person (failed, expired, held, needs_mapping, invalid by preflight) is named in
 //! the log: one WARN line with its id, state and reason, as fields (`job`, `state`, `reason`)
-//! that a JSON log keeps apart.
+//! that a JSON log keeps apart. It is also where the facts that cost money (an intent, a task
+//! id, a finished output, ...) are appended to the journal, when the run keeps one: derived
+//! from the record before and after the change (`Fact::changes`), so no path that sets a task
+//! id or an output can forget to journal it. The journal is synced in the same group commit
+//! as the store (`Dispatcher::commit`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::job::{Job, JobId, JobState};
+use crate::journal::{Fact, Journal};
 use crate::run::dispatch::{Attention, RunError};
 use crate::store::Store;
 
@@ -24,6 +29,8 @@ pub struct Jobs<'a> {
     done_flagged: usize,
     /// Jobs kept as submitted although their manifest row changed (few: kept by id).
     row_changed: BTreeSet<JobId>,
+    /// The journal of paid facts beside the database (`None` in unit tests).
+    pub journal: Option<Journal>,
 }
 
 /// What memory keeps of a job that is not done.
@@ -41,6 +48,7 @@ impl<'a> Jobs<'a> {
             done: 0,
             done_flagged: 0,
             row_changed: BTreeSet::new(),
+            journal: None,
         }
     }
 
@@ -54,8 +62,9 @@ impl<'a> Jobs<'a> {
     /// Write a changed job through to the store (durable at the next flush). A job that has
     /// just ended in a state that needs a person is named in the log.
     pub fn save(&mut self, job: &Job) -> Result<(), RunError> {
-        self.store.put_job(job)?;
         let before = self.open.get(&job.id).map(|brief| brief.state);
+        self.journal_changes(before, job)?;
+        self.store.put_job(job)?;
         if needs_attention(job.state) && before != Some(job.state) {
             let attention = Attention::of(job);
             let (id, state, reason, line) = (
@@ -73,6 +82,31 @@ impl<'a> Jobs<'a> {
             }
         }
         self.note(job);
+        Ok(())
+    }
+
+    /// Append the facts a change of `job` implies to the journal. The record before the change
+    /// is read back only when a fact is possible: a job that was or is `submitting`, or that
+    /// has a task id, a failed render or an output.
+    fn journal_changes(&mut self, before: Option<JobState>, job: &Job) -> Result<(), RunError> {
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
+        let possible = matches!(
+            before,
+            Some(JobState::Submitting | JobState::Rendering | JobState::Downloading)
+        ) || job.state == JobState::Submitting
+            || job.task_id.is_some()
+            || job.render_failed
+            || job.output.is_some();
+        if !possible {
+            return Ok(());
+        }
+        if let Some(stored) = self.store.job(job.id.as_str())? {
+            for fact in Fact::changes(&stored, job, crate::now_ms()) {
+                journal.append(&fact);
+            }
+        }
         Ok(())
     }
 

@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crash;
 use crate::job::{IllegalAnalysisTransition, IllegalTransition, JobId, JobState};
+use crate::journal::Journal;
 use crate::run::breaker::{Breaker, Gate};
 use crate::run::pace::Pacer;
 use crate::run::settings::Settings;
@@ -175,6 +176,8 @@ pub enum RunError {
     MissingJob(JobId),
     #[error("{0}")]
     Output(String),
+    #[error("{0}")]
+    Journal(String),
 }
 
 /// Run every job in the store to a final state, or until the run has to stop (`shutdown`
@@ -185,11 +188,14 @@ pub async fn run(
     service: Arc<dyn Service>,
     settings: Settings,
     preflight: Option<crate::preflight::Checker>,
+    journal: Option<Journal>,
     shutdown: CancellationToken,
 ) -> Result<RunReport, RunError> {
     let mut dispatcher = Dispatcher::new(store, service, settings, shutdown);
+    dispatcher.jobs.journal = journal;
     dispatcher.resume(preflight.as_ref())?;
-    dispatcher.store.flush_async().await?;
+    dispatcher.flush_soon();
+    dispatcher.commit().await?;
     while dispatcher.turn().await? {}
     dispatcher.finish().await?;
     Ok(dispatcher.report())
@@ -331,8 +337,14 @@ impl<'a> Dispatcher<'a> {
     /// After the last turn: every write durable, the final status view written.
     async fn finish(&mut self) -> Result<(), RunError> {
         self.save_timings()?;
+        self.flush_soon();
         self.commit().await?;
-        self.store.flush_async().await?;
+        if let Some(journal) = &mut self.jobs.journal {
+            // Its facts are in a clean, flushed database now: the journal may shrink.
+            if let Err(error) = journal.compact_if_due(self.store) {
+                tracing::warn!("the journal was not compacted: {error}");
+            }
+        }
         self.status.finish(&self.jobs, self.store).await;
         Ok(())
     }
@@ -342,7 +354,17 @@ impl<'a> Dispatcher<'a> {
     /// (downloads, requests), so no side effect overtakes the write that announces it.
     pub async fn commit(&mut self) -> Result<(), RunError> {
         if self.commit.unflushed {
-            self.store.flush_async().await?;
+            // The journal's fdatasync and the store's flush, together: the requests held
+            // below leave only once both hold what announces them.
+            match &mut self.jobs.journal {
+                Some(journal) => {
+                    let (flushed, synced) =
+                        tokio::join!(self.store.flush_async(), journal.sync_async());
+                    flushed?;
+                    synced.map_err(|error| RunError::Journal(error.to_string()))?;
+                }
+                None => self.store.flush_async().await?,
+            }
             self.commit.unflushed = false;
         }
         for point in self.commit.after_flush.drain(..) {
