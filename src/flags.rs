@@ -20,9 +20,10 @@ pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The shortest `--give-up-after`: a job fails once it has kept meeting transient failures
-/// this long, and a few seconds of 5xx answers are ordinary; under a minute a hiccup of the
-/// service would fail jobs that the next request would have finished.
-pub const MIN_GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// this long, and a second or two of 5xx answers is ordinary; shorter than this, a hiccup of
+/// the service would fail jobs that the next request would have finished. (An outage of the
+/// whole service is never charged to a job: the circuit breaker stops the clock.)
+pub const MIN_GIVE_UP_AFTER: Duration = Duration::from_secs(10);
 
 /// The shortest `--max-runtime`: zero would stop before anything started.
 pub const MIN_MAX_RUNTIME: Duration = Duration::from_secs(1);

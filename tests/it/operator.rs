@@ -402,7 +402,7 @@ fn every_bad_flag_value_is_a_usage_error_naming_the_flag() {
         ),
         (&["--max-runtime", "-5m"], "--max-runtime"),
         (&["--request-timeout", "0s"], "at least 1s"),
-        (&["--give-up-after", "10s"], "--give-up-after"),
+        (&["--give-up-after", "9s"], "--give-up-after"),
         (&["--poll-min", "0s"], "--poll-min"),
         (&["--max-download-bytes", "0"], "--max-download-bytes"),
     ];
