@@ -159,7 +159,7 @@ impl Fact {
                 .map(|face| (face.obj_id, face.face_url.clone()))
                 .collect(),
             mappings: mapping_pairs(&job.mappings),
-            resolution: spec.resolution.clone(),
+            resolution: spec.resolution,
             model_name: spec.model_name.clone(),
             keep_original_sound: spec.keep_original_sound,
             template_id: spec.template_id.clone(),
@@ -244,7 +244,7 @@ impl Fact {
         Fact::Ingest(IngestFact {
             ms,
             manifest_sha256: manifest_sha256.to_string(),
-            resolution: defaults.resolution.clone(),
+            resolution: defaults.resolution,
             model_name: defaults.model_name.clone(),
         })
     }
@@ -318,7 +318,7 @@ impl IntentFact {
                     face_url: face_url.clone(),
                 })
                 .collect(),
-            resolution: self.resolution.clone(),
+            resolution: self.resolution,
             model_name: self.model_name.clone(),
             keep_original_sound: self.keep_original_sound,
             template_id: self.template_id.clone(),

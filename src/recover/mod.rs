@@ -206,7 +206,7 @@ pub fn recover(
             .ingest
             .as_ref()
             .map(|ingest| Defaults {
-                resolution: ingest.resolution.clone(),
+                resolution: ingest.resolution,
                 model_name: ingest.model_name.clone(),
             })
             .unwrap_or_default()

@@ -72,12 +72,12 @@ mod invariants;
 mod world;
 
 use std::collections::HashMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use headswap_batch::simulator::{OutageWindow, SimKnobs, Simulator, Stats, ThrottleMode};
 
-use crate::support::{Batch, spawn, text};
+use crate::support::{Batch, spawn, text, wait_or_kill};
 use invariants::{api_calls, call_bound, violations};
 use world::{Family, Steer, World, world_seed};
 
@@ -329,30 +329,6 @@ fn assert_all_pass(runs: &[Run]) {
         runs.iter().filter(|run| !run.violations.is_empty()).count(),
         runs.len()
     );
-}
-
-/// Wait for the run off the async threads; a run that outlives `limit` is killed and `None`
-/// comes back (the caller reports it with its world, instead of panicking here).
-async fn wait_or_kill(child: std::process::Child, limit: Duration) -> Option<Output> {
-    tokio::task::spawn_blocking(move || {
-        let pid = child.id() as i32;
-        let (finished, watchdog_sees) = std::sync::mpsc::channel::<()>();
-        let watchdog = std::thread::spawn(move || {
-            let timed_out = watchdog_sees.recv_timeout(limit).is_err();
-            if timed_out {
-                // SAFETY: kill(2) on our own child's pid, not reaped yet: its waiter is the
-                // thread that timed out waiting.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            timed_out
-        });
-        let output = child.wait_with_output().expect("the binary runs");
-        let _ = finished.send(());
-        let hung = watchdog.join().unwrap();
-        (!hung).then_some(output)
-    })
-    .await
-    .unwrap()
 }
 
 /// `export` through the real binary, as rows keyed by column, or why it failed.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use headswap_batch::journal;
 use rand::{Rng, SeedableRng};
 
+use crate::recover::{empty_folder, garbage, truncate, write_at};
 use crate::support::{
     Batch, HEADER, assert_exit, assert_finished_correctly, finish, simulator, spawn, text,
 };
@@ -49,34 +50,11 @@ fn damage(db: &Path, how: Damage, seed: u64) {
     let log = db.join("db");
     let len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     match how {
-        Damage::GarbageInTheLog => {
-            let mut bytes = vec![0u8; 8192];
-            rand::rngs::StdRng::seed_from_u64(seed).fill(&mut bytes[..]);
-            write_at(&log, len / 2, &bytes);
-        }
-        Damage::TruncatedLog => {
-            let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
-            file.set_len(len / 2).unwrap();
-        }
+        Damage::GarbageInTheLog => write_at(&log, len / 2, &garbage(8192, seed)),
+        Damage::TruncatedLog => truncate(&log, len / 2),
         Damage::ZerosOverTheEnd => write_at(&log, len / 3, &vec![0; (len - len / 3) as usize]),
-        Damage::EmptiedFolder => {
-            for entry in std::fs::read_dir(db).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    std::fs::remove_dir_all(path).unwrap();
-                } else {
-                    std::fs::remove_file(path).unwrap();
-                }
-            }
-        }
+        Damage::EmptiedFolder => empty_folder(db),
     }
-}
-
-fn write_at(file: &Path, offset: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let handle = std::fs::OpenOptions::new().write(true).open(file).unwrap();
-    handle.write_at(bytes, offset).unwrap();
-    handle.sync_all().unwrap();
 }
 
 /// `recover` through the real binary: rebuilt (exit 0), or refused because the damage left
@@ -216,9 +194,7 @@ async fn a_run_on_a_damaged_or_deleted_database_names_recover() {
     // Garbage over the whole log: sled refuses to open it.
     let log = batch.db().join("db");
     let len = std::fs::metadata(&log).unwrap().len() as usize;
-    let mut bytes = vec![0u8; len];
-    rand::rngs::StdRng::seed_from_u64(9).fill(&mut bytes[..]);
-    std::fs::write(&log, bytes).unwrap();
+    std::fs::write(&log, garbage(len, 9)).unwrap();
     let output = finish(batch.run_with_defaults(&sim.base_url(), &flags)).await;
     assert_exit(&output, 1);
     let stderr = text(&output.stderr);

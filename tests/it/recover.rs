@@ -299,23 +299,35 @@ fn snapshots(db: &Path) -> Vec<PathBuf> {
 }
 
 /// Bytes that are not a database: a fixed pseudo-random sequence.
-fn garbage(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn garbage(len: usize, seed: u64) -> Vec<u8> {
     use rand::{RngCore, SeedableRng};
     let mut bytes = vec![0u8; len];
     rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
     bytes
 }
 
-fn write_at(file: &Path, offset: u64, bytes: &[u8]) {
+pub(crate) fn write_at(file: &Path, offset: u64, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
     let handle = std::fs::OpenOptions::new().write(true).open(file).unwrap();
     handle.write_at(bytes, offset).unwrap();
     handle.sync_all().unwrap();
 }
 
-fn truncate(file: &Path, len: u64) {
+pub(crate) fn truncate(file: &Path, len: u64) {
     let handle = std::fs::OpenOptions::new().write(true).open(file).unwrap();
     handle.set_len(len).unwrap();
+}
+
+/// Remove everything in a database folder, leaving the folder.
+pub(crate) fn empty_folder(db: &Path) {
+    for entry in std::fs::read_dir(db).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
 }
 
 /// Damage the database, recover, and check the result.
@@ -405,16 +417,7 @@ fn a_half_written_snapshot() {
 
 #[test]
 fn an_emptied_database_folder() {
-    damage_and_recover("an emptied database folder", |db| {
-        for entry in std::fs::read_dir(db).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                std::fs::remove_dir_all(path).unwrap();
-            } else {
-                std::fs::remove_file(path).unwrap();
-            }
-        }
-    });
+    damage_and_recover("an emptied database folder", empty_folder);
 }
 
 #[test]

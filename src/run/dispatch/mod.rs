@@ -31,8 +31,8 @@ mod output;
 mod polls;
 mod preflight;
 mod render;
-mod resume;
 mod report;
+mod resume;
 mod reuse;
 mod service;
 mod status;
@@ -55,8 +55,8 @@ use crate::run::settings::Settings;
 use crate::store::{Store, StoreError};
 
 pub use agenda::{Call, Slots, Ticket};
-pub use report::{Attention, MAX_ATTENTION_LISTED, RunReport, StopReason};
 pub use event::{Answer, Event, Outcome, Request};
+pub use report::{Attention, MAX_ATTENTION_LISTED, RunReport, StopReason};
 pub use service::{Live, Service};
 
 use agenda::{Agenda, Queued, Wakeup};
