@@ -79,6 +79,7 @@ impl RunConfig {
             recheck: args.recheck,
             destination,
             shard: args.shard,
+            journal: true,
             settings,
         })
     }

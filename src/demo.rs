@@ -159,6 +159,7 @@ pub fn simulator_run_config(
         recheck: false,
         destination: None,
         shard: None,
+        journal: true,
         settings: Settings {
             out_dir: out.to_path_buf(),
             bucket: None,

@@ -58,6 +58,9 @@ pub struct RunConfig {
     pub destination: Option<Destination>,
     /// Only this shard's jobs.
     pub shard: Option<Shard>,
+    /// Keep the journal of paid facts beside the database. Always on from the command line;
+    /// the overhead benchmark turns it off to measure what it costs.
+    pub journal: bool,
     pub settings: Settings,
 }
 
@@ -107,13 +110,17 @@ pub async fn run_batch(
             ));
         }
     };
-    if existing.is_none() {
+    if existing.is_none() && config.journal {
         // No database but a journal of paid jobs: starting over would buy them again.
         recover::check_fresh_database(&config.db)
             .map_err(|error| recover::fatal(error, &config.db, &config.manifest))?;
     }
     // The journal of paid facts beside the database, locked like it.
-    let mut journal = Journal::open(&config.db)?;
+    let mut journal = if config.journal {
+        Some(Journal::open(&config.db)?)
+    } else {
+        None
+    };
     let settled = match &existing {
         Some(store) => ingest::settled(store, &sha256, &config.defaults)?,
         None => None,
@@ -147,7 +154,9 @@ pub async fn run_batch(
                 config.replace_changed,
                 now_ms(),
             )?;
-            journal.append(&Fact::ingest(&sha256, &config.defaults, now_ms()));
+            if let Some(journal) = &mut journal {
+                journal.append(&Fact::ingest(&sha256, &config.defaults, now_ms()));
+            }
             for id in &ingested.changed_submitted {
                 tracing::warn!(job = %id, "row changed after the job was submitted; kept as submitted and flagged row_changed (run with --replace-changed to render the new row, paid again)");
             }
@@ -162,7 +171,9 @@ pub async fn run_batch(
         }
     };
     drop(bytes);
-    heal_from_journal(&store, &journal, config)?;
+    if let Some(journal) = &journal {
+        heal_from_journal(&store, journal, config)?;
+    }
     if invalid > 0 {
         tracing::warn!(
             "{invalid} manifest row(s) are invalid; see `headswap-batch status` or `check`"
@@ -194,7 +205,7 @@ pub async fn run_batch(
         Arc::new(service),
         settings,
         checker,
-        Some(journal),
+        journal,
         shutdown,
     )
     .await;

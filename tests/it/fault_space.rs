@@ -62,8 +62,9 @@
 //! simulator is seeded, but its draws follow the order of requests, which timing decides:
 //! a world is reproduced in kind, not call for call.
 //!
-//! `cargo nextest run fault_space` runs the fixed-seed set (three tests, in parallel);
-//! `cargo nextest run --run-ignored only fault_space_long_run --no-capture` the long run
+//! `cargo nextest run fault_space` runs the fixed-seed set (four tests; the worlds of each
+//! run side by side, as they mostly wait on the simulated service); `cargo nextest run
+//! --run-ignored only fault_space_long_run --no-capture` the long run
 //! (`FAULT_SPACE_WORLDS`, default 120; `FAULT_SPACE_SEED`; `FAULT_SPACE_PARALLEL`, default 2;
 //! `FAULT_SPACE_ONLY=<world seed>` for one world, `FAULT_SPACE_BINARY` to run a copy of the
 //! binary kept aside).
@@ -87,19 +88,19 @@ const HANG: Duration = Duration::from_secs(300);
 /// Fault worlds drawn from one fixed seed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_space_worlds_of_seed_1() {
-    assert_all_pass(&explore(Family::Faults, 1, 3, 1).await);
+    assert_all_pass(&explore(Family::Faults, 1, 3, 3).await);
 }
 
 /// Fault worlds drawn from another fixed seed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_space_worlds_of_seed_2() {
-    assert_all_pass(&explore(Family::Faults, 2, 3, 1).await);
+    assert_all_pass(&explore(Family::Faults, 2, 3, 3).await);
 }
 
 /// Outages longer than a shortened give-up window: no job may be charged for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_space_outages_longer_than_the_give_up_window() {
-    assert_all_pass(&explore(Family::GiveUpWindow, 3, 2, 1).await);
+    assert_all_pass(&explore(Family::GiveUpWindow, 3, 2, 2).await);
 }
 
 /// A world the exploration found stalling for good: the service comes back from an outage
