@@ -352,7 +352,7 @@ fn write_manifest(path: &Path, batch: &str, jobs: usize, videos: usize) {
         let video = job % videos;
         writeln!(
             out,
-            "{batch}-{job:04},https://cdn.example.com/videos/{batch}-v{video:04}.mp4,https://cdn.example.com/faces/{batch}-f{job:04}.jpg"
+            "{batch}-{job:04},https://cdn.example/videos/{batch}-v{video:04}.mp4,https://cdn.example/faces/{batch}-f{job:04}.jpg"
         )
         .unwrap();
     }
