@@ -126,10 +126,17 @@ fn overhead(quick: bool) {
         for journal in [true, false] {
             let (elapsed, done) = overhead_run(jobs, videos, journal);
             let per_second = done as f64 / elapsed.as_secs_f64();
-            let label = if journal { "journal" } else { "no journal (comparison)" };
+            let label = if journal {
+                "journal"
+            } else {
+                "no journal (comparison)"
+            };
             println!(
                 "{:<44} {:>8} {:>10.2} {:>10.0} {:>8} {:>6}",
-                format!("{jobs} jobs / {videos} videos, C=64, {label} #{}", round + 1),
+                format!(
+                    "{jobs} jobs / {videos} videos, C=64, {label} #{}",
+                    round + 1
+                ),
                 done,
                 elapsed.as_secs_f64(),
                 per_second,
@@ -374,7 +381,7 @@ fn whole_run_peak_rss(manifest: &Path, dir: &Path) -> (u64, usize, Duration) {
         ])
         .args([
             "--poll-min",
-            "1ms",
+            "10ms",
             "--analysis-guess",
             "1ms",
             "--render-guess",
@@ -393,6 +400,10 @@ fn whole_run_peak_rss(manifest: &Path, dir: &Path) -> (u64, usize, Duration) {
     // SAFETY: wait4(2) on our own child's pid, with pointers to two live locals.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the whole run failed (status {status})"
+    );
     let elapsed = started.elapsed();
     std::mem::forget(child);
     let _ = simulator.kill();
