@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::exit::{Exit, Fatal};
 use crate::job::{AnalysisEvent, AnalysisState, Event, JobState};
+use crate::journal::{Fact, Journal};
 use crate::now_ms;
 use crate::store::Store;
 
@@ -43,6 +44,9 @@ pub fn command(db: &Path, args: &RetryRequest) -> Result<Exit, Fatal> {
             )),
         );
     }
+    // What retry gives up (a failed render's task) goes to the journal too, or the next
+    // run's heal would take the journal's older word for it and undo the retry.
+    let mut journal = Journal::open(db)?;
     let mut retried = Vec::new();
     let mut refused = Vec::new();
     let mut permanent_left = Vec::new();
@@ -61,6 +65,7 @@ pub fn command(db: &Path, args: &RetryRequest) -> Result<Exit, Fatal> {
             continue;
         }
         let before = job.state;
+        let record = job.clone();
         match job.apply(Event::Retry, now) {
             Ok(()) => {
                 if matches!(job.state, JobState::Pending | JobState::Ready) {
@@ -69,12 +74,16 @@ pub fn command(db: &Path, args: &RetryRequest) -> Result<Exit, Fatal> {
                     // sent back to its task (rendering, downloading) is only re-attached.
                     may_be_billed += 1;
                 }
+                for fact in Fact::changes(&record, &job, now) {
+                    journal.append(&fact);
+                }
                 store.put_job(&job)?;
                 retried.push((job.id.clone(), before, job.state));
             }
             Err(_) => refused.push((job.id.clone(), before)),
         }
     }
+    journal.sync()?;
     store.flush()?;
 
     let mut out = std::io::stdout().lock();

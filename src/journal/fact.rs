@@ -277,9 +277,9 @@ impl Fact {
         }
         if before.task_id.is_some()
             && after.task_id.is_none()
-            && matches!(before.state, S::Rendering | S::Downloading)
-            && after.state == S::Ready
+            && matches!(after.state, S::Pending | S::Ready)
         {
+            // Forgotten by the service, or given up on by `retry` (a failed render).
             facts.push(Fact::task_lost(after, ms));
         }
         if after.render_failed && !before.render_failed {
@@ -566,6 +566,7 @@ mod tests {
                 "intent",
                 "task",
                 "render_failed",
+                "task_lost",
                 "intent",
                 "task",
                 "output",

@@ -191,7 +191,8 @@ impl JobFacts {
                 self.stage = Stage::Rendering;
             }
             Fact::TaskLost(_) => {
-                if self.stage == Stage::Rendering {
+                // Forgotten by the service, or given up on by `retry` after a failed render.
+                if matches!(self.stage, Stage::Rendering | Stage::RenderFailed) {
                     self.task = None;
                     self.task_at = None;
                     self.stage = Stage::Ready;
@@ -489,6 +490,24 @@ mod tests {
                 intent("a", 2),
             ],
             Stage::Submitting,
+            None,
+            false,
+        );
+        // `retry` of a failed render gives its task up: the job is ready to be created again.
+        check(
+            vec![
+                intent("a", 1),
+                task("t1", "a"),
+                Fact::RenderFailed(RenderFailedFact {
+                    job: "j".into(),
+                    task_id: "t1".into(),
+                    code: Some(3001),
+                    message: "face not detected".into(),
+                    ms: 2,
+                }),
+                Fact::TaskLost(reference()),
+            ],
+            Stage::Ready,
             None,
             false,
         );
