@@ -171,7 +171,7 @@ pub async fn run_batch(
         }
     };
     drop(bytes);
-    if let Some(journal) = &journal {
+    if let Some(journal) = &mut journal {
         heal_from_journal(&store, journal, config)?;
     }
     if invalid > 0 {
@@ -220,7 +220,14 @@ pub async fn run_batch(
 /// Bring the database level with its journal before anything is sent: after a crash the
 /// journal may be one group commit ahead, after a power cut more (sled's flush is not an
 /// fsync), and a database that silently lost records gets them back (`recover::heal`).
-fn heal_from_journal(store: &Store, journal: &Journal, config: &RunConfig) -> Result<(), Fatal> {
+/// Then, once the database holds every fact, the journal is compacted if it has outgrown them:
+/// here, before the run holds anything in memory, rather than at its end, where the replay
+/// compaction makes would add to the run's peak (and a run that is killed never gets there).
+fn heal_from_journal(
+    store: &Store,
+    journal: &mut Journal,
+    config: &RunConfig,
+) -> Result<(), Fatal> {
     let fatal = |error| recover::fatal(error, &config.db, &config.manifest);
     let replay = journal.replay()?;
     if replay.stats.skipped() > 0 {
@@ -237,6 +244,13 @@ fn heal_from_journal(store: &Store, journal: &Journal, config: &RunConfig) -> Re
             healed.jobs()
         );
         store.flush()?;
+    }
+    drop(replay);
+    if journal.compaction_due() {
+        match journal.compact(store) {
+            Ok(report) => tracing::debug!(?report, "journal compacted"),
+            Err(error) => tracing::warn!("the journal was not compacted: {error}"),
+        }
     }
     Ok(())
 }

@@ -245,12 +245,6 @@ impl<'a> Dispatcher<'a> {
         self.save_timings()?;
         self.flush_soon();
         self.commit().await?;
-        if let Some(journal) = &mut self.jobs.journal {
-            // Its facts are in a clean, flushed database now: the journal may shrink.
-            if let Err(error) = journal.compact_if_due(self.store) {
-                tracing::warn!("the journal was not compacted: {error}");
-            }
-        }
         self.status.finish(&self.jobs, self.store).await;
         Ok(())
     }
