@@ -36,8 +36,9 @@ macro_rules! string_newtype {
         }
 
         impl fmt::Display for $name {
+            /// The text itself, padded as the format asks (`{:<22}` lines up a table).
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -95,3 +96,14 @@ string_newtype!(
     /// byte for byte and keys the video's shared analysis, so it is never normalised.
     VideoUrl
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_padded_as_the_format_asks() {
+        assert_eq!(format!("[{:<6}]", JobId::from("ab")), "[ab    ]");
+        assert_eq!(format!("[{:>4}]", VideoUrl::from("v")), "[   v]");
+    }
+}
