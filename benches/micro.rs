@@ -68,31 +68,12 @@ fn store_transitions(c: &mut Criterion) {
         b.iter(|| {
             next += 1;
             let mut job = job(next);
-            let events = [
-                Event::AnalysisStarted {
-                    analysis_id: Some("analysis-1".into()),
-                },
-                Event::Mapped {
-                    mappings: vec![Mapping {
-                        obj_id: 0,
-                        img_url: job.spec.faces[0].face_url.clone(),
-                    }],
-                },
-                Event::SubmitIntent,
-                Event::Created {
-                    task_id: format!("task-{next}"),
-                },
-                Event::Rendered {
-                    output_url: Some("https://files.example.com/out.mp4?sig=x".into()),
-                },
-                Event::Downloaded {
-                    output: Output {
-                        path: format!("out/job-{next:06}.mp4"),
-                        bytes: 262_144,
-                        sha256: "0".repeat(64),
-                    },
-                },
-            ];
+            let events = successful_life(
+                &job,
+                format!("task-{next}"),
+                format!("out/job-{next:06}.mp4"),
+                "0".repeat(64),
+            );
             for event in events {
                 job.apply(event, 2).expect("legal");
                 store.put_job(&job).expect("put");
@@ -102,12 +83,9 @@ fn store_transitions(c: &mut Criterion) {
     group.finish();
 }
 
-/// The facts of one job's successful life, as the run journals them (intent, task, output),
-/// and the job in `done`.
-fn journalled_life(id: usize) -> (Job, Vec<Fact>) {
-    let mut job = job(id);
-    let mut facts = Vec::new();
-    let events = [
+/// The events of a job's successful life, from its analysis to its file.
+fn successful_life(job: &Job, task_id: String, path: String, sha256: String) -> [Event; 6] {
+    [
         Event::AnalysisStarted {
             analysis_id: Some("analysis-1".into()),
         },
@@ -118,20 +96,31 @@ fn journalled_life(id: usize) -> (Job, Vec<Fact>) {
             }],
         },
         Event::SubmitIntent,
-        Event::Created {
-            task_id: format!("{id:024x}"),
-        },
+        Event::Created { task_id },
         Event::Rendered {
             output_url: Some("https://files.example.com/out.mp4?sig=x".into()),
         },
         Event::Downloaded {
             output: Output {
-                path: format!("output/job-{id:06}.mp4"),
+                path,
                 bytes: 262_144,
-                sha256: format!("{id:064x}"),
+                sha256,
             },
         },
-    ];
+    ]
+}
+
+/// The facts of one job's successful life, as the run journals them (intent, task, output),
+/// and the job in `done`.
+fn journalled_life(id: usize) -> (Job, Vec<Fact>) {
+    let mut job = job(id);
+    let mut facts = Vec::new();
+    let events = successful_life(
+        &job,
+        format!("{id:024x}"),
+        format!("output/job-{id:06}.mp4"),
+        format!("{id:064x}"),
+    );
     for event in events {
         let before = job.clone();
         job.apply(event, 1_700_000_000_000).expect("legal");
