@@ -91,14 +91,7 @@ pub async fn download(
     request: &DownloadRequest,
     etag: &mut Option<String>,
 ) -> Result<Output, DownloadError> {
-    let url = reqwest::Url::parse(&request.url).map_err(|e| DownloadError::Refused {
-        detail: format!("output URL is not a URL: {e}"),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(DownloadError::Refused {
-            detail: format!("output URL scheme {:?} is not http(s)", url.scheme()),
-        });
-    }
+    let url = output_url(&request.url)?;
     let part = part_path(&request.out_dir, request.job_id.as_str());
     let final_path = output_path(&request.out_dir, request.job_id.as_str());
     let local = |e: std::io::Error, path: &Path| DownloadError::Local {
@@ -115,48 +108,16 @@ pub async fn download(
         Err(e) => return Err(local(e, &part)),
     };
 
-    let mut builder = http.get(url).timeout(Duration::from_secs(24 * 3600));
-    if offset > 0 {
-        builder = builder.header(RANGE, format!("bytes={offset}-"));
-        if let Some(etag) = etag.as_deref() {
-            builder = builder.header(IF_RANGE, etag);
+    let answer = match open(http, url, offset, etag.as_deref(), request.max_bytes).await? {
+        Opened::Answer(answer) => answer,
+        Opened::ResumedElsewhere { start } => {
+            // Not the bytes we asked for: start over rather than splice.
+            tokio::fs::remove_file(&part).await.ok();
+            return Err(DownloadError::Transient {
+                detail: format!("server resumed at byte {start}, expected {offset}"),
+            });
         }
-    }
-    let mut response = builder.send().await.map_err(|e| {
-        if e.is_redirect() {
-            // A redirect the client refuses (another scheme, too many) will not change.
-            DownloadError::Refused {
-                detail: format!("output download: {}", e.without_url_string()),
-            }
-        } else {
-            transient(&e)
-        }
-    })?;
-    let status = response.status();
-    if let Some(value) = response.headers().get(ETAG).and_then(|v| v.to_str().ok()) {
-        *etag = Some(value.to_owned());
-    }
-    let total = match status {
-        StatusCode::OK => {
-            // The server sends the whole file (no part, or it ignored / refused the range).
-            offset = 0;
-            header_u64(&response, CONTENT_LENGTH)
-        }
-        StatusCode::PARTIAL_CONTENT if offset > 0 => {
-            let (start, total) =
-                content_range(&response).ok_or_else(|| DownloadError::Transient {
-                    detail: "206 without a usable Content-Range".into(),
-                })?;
-            if start != offset {
-                // Not the bytes we asked for: start over rather than splice.
-                tokio::fs::remove_file(&part).await.ok();
-                return Err(DownloadError::Transient {
-                    detail: format!("server resumed at byte {start}, expected {offset}"),
-                });
-            }
-            total
-        }
-        StatusCode::RANGE_NOT_SATISFIABLE => {
+        Opened::RangeNotSatisfiable => {
             // The part file is longer than the resource: it is not this file. Start over.
             tokio::fs::remove_file(&part)
                 .await
@@ -165,21 +126,14 @@ pub async fn download(
                 detail: "range not satisfiable; restarting the download".into(),
             });
         }
-        other => return Err(unusable_status(other)),
     };
-    let Some(total) = total else {
-        return Err(DownloadError::Transient {
-            detail: "the server did not say how long the file is".into(),
-        });
-    };
-    if total > request.max_bytes {
-        return Err(DownloadError::Refused {
-            detail: format!(
-                "output is {total} bytes, more than the limit of {} (--max-download-bytes)",
-                request.max_bytes
-            ),
-        });
+    if answer.etag.is_some() {
+        *etag = answer.etag;
     }
+    // The server sends the whole file when there is no part, or when it ignored the range.
+    offset = answer.start;
+    let total = answer.total;
+    let mut response = answer.response;
 
     // Receive here; hash and append on a blocking thread (`write_part`).
     let (sender, chunks) = mpsc::channel(QUEUED_CHUNKS);
@@ -249,6 +203,108 @@ pub async fn download(
         sha256: hex(&written.sha256.finalize()),
     };
     Ok(output)
+}
+
+/// An output link, checked: a URL, and http(s) only.
+pub(crate) fn output_url(text: &str) -> Result<reqwest::Url, DownloadError> {
+    let url = reqwest::Url::parse(text).map_err(|e| DownloadError::Refused {
+        detail: format!("output URL is not a URL: {e}"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(DownloadError::Refused {
+            detail: format!("output URL scheme {:?} is not http(s)", url.scheme()),
+        });
+    }
+    Ok(url)
+}
+
+/// An output link's answer, its body not read yet.
+pub(crate) struct OutputAnswer {
+    pub response: reqwest::Response,
+    /// The offset of the body's first byte in the output (0 when the server sent it whole).
+    pub start: u64,
+    /// The output's whole length, within the limit.
+    pub total: u64,
+    pub etag: Option<String>,
+}
+
+/// What asking for an output from a byte offset gave.
+pub(crate) enum Opened {
+    Answer(OutputAnswer),
+    /// A 206 from another offset than the one asked for: not the bytes planned.
+    ResumedElsewhere {
+        start: u64,
+    },
+    /// The output is shorter than the offset asked for: it is not the output planned.
+    RangeNotSatisfiable,
+}
+
+/// GET an output link from byte `from` (0: the whole output; `Range` and `If-Range` else) and
+/// judge the answer's status and length, as both a download to a folder and an upload read
+/// it. A server that ignores the range answers the whole output: `OutputAnswer::start` says
+/// which.
+pub(crate) async fn open(
+    http: &reqwest::Client,
+    url: reqwest::Url,
+    from: u64,
+    if_range: Option<&str>,
+    max_bytes: u64,
+) -> Result<Opened, DownloadError> {
+    let mut request = http.get(url).timeout(Duration::from_secs(24 * 3600));
+    if from > 0 {
+        request = request.header(RANGE, format!("bytes={from}-"));
+        if let Some(etag) = if_range {
+            request = request.header(IF_RANGE, etag);
+        }
+    }
+    let response = request.send().await.map_err(|e| {
+        if e.is_redirect() {
+            // A redirect the client refuses (another scheme, too many) will not change.
+            DownloadError::Refused {
+                detail: format!("output download: {}", e.without_url_string()),
+            }
+        } else {
+            transient(&e)
+        }
+    })?;
+    let etag = response
+        .headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (start, total) = match response.status() {
+        StatusCode::OK => (0, header_u64(&response, CONTENT_LENGTH)),
+        StatusCode::PARTIAL_CONTENT if from > 0 => {
+            let (start, total) =
+                content_range(&response).ok_or_else(|| DownloadError::Transient {
+                    detail: "206 without a usable Content-Range".into(),
+                })?;
+            if start != from {
+                return Ok(Opened::ResumedElsewhere { start });
+            }
+            (start, total)
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Opened::RangeNotSatisfiable),
+        other => return Err(unusable_status(other)),
+    };
+    let Some(total) = total else {
+        return Err(DownloadError::Transient {
+            detail: "the server did not say how long the file is".into(),
+        });
+    };
+    if total > max_bytes {
+        return Err(DownloadError::Refused {
+            detail: format!(
+                "output is {total} bytes, more than the limit of {max_bytes} (--max-download-bytes)"
+            ),
+        });
+    }
+    Ok(Opened::Answer(OutputAnswer {
+        response,
+        start,
+        total,
+        etag,
+    }))
 }
 
 /// What the writer hands back once the channel closes.

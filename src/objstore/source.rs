@@ -1,19 +1,14 @@
 //! Reading an output link for an upload: one GET (from a byte offset with `Range`/`If-Range`
 //! when a part is read again), its length checked against the answer's, each chunk awaited at
-//! most a stall timeout. Statuses and transport failures are classified exactly as a download
-//! to a folder classifies them (`run/download.rs`), so the run loop handles both alike. Owns no
-//! storage and no hashing.
+//! most a stall timeout. The request and the judgement of its answer are the download's own
+//! (`download::open`), so the run loop handles both alike. Owns no storage and no hashing.
 
 use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, ETAG, IF_RANGE, RANGE};
 
-use crate::download::{
-    DownloadError, WithoutUrl, content_range, header_u64, transient, unusable_status,
-};
+use crate::download::{self, DownloadError, output_url, transient};
 
 /// The output link of a finished job and the limits of reading it.
 #[derive(Clone)]
@@ -67,77 +62,29 @@ pub(crate) async fn open(
     from: u64,
     if_range: Option<&str>,
 ) -> Result<Opened, DownloadError> {
-    let url = reqwest::Url::parse(&source.url).map_err(|e| DownloadError::Refused {
-        detail: format!("output URL is not a URL: {e}"),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(DownloadError::Refused {
-            detail: format!("output URL scheme {:?} is not http(s)", url.scheme()),
-        });
-    }
-    let mut request = http.get(url).timeout(Duration::from_secs(24 * 3600));
-    if from > 0 {
-        request = request.header(RANGE, format!("bytes={from}-"));
-        if let Some(etag) = if_range {
-            request = request.header(IF_RANGE, etag);
+    let url = output_url(&source.url)?;
+    let answer = match download::open(http, url, from, if_range, source.max_bytes).await? {
+        download::Opened::Answer(answer) => answer,
+        download::Opened::ResumedElsewhere { start } => {
+            return Err(DownloadError::Transient {
+                detail: format!("server resumed at byte {start}, expected {from}"),
+            });
         }
-    }
-    let response = request.send().await.map_err(|e| {
-        if e.is_redirect() {
-            DownloadError::Refused {
-                detail: format!("output download: {}", e.without_url_string()),
-            }
-        } else {
-            transient(&e)
-        }
-    })?;
-    let etag = response
-        .headers()
-        .get(ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let (start, total) = match response.status() {
-        StatusCode::OK => (0, header_u64(&response, CONTENT_LENGTH)),
-        StatusCode::PARTIAL_CONTENT if from > 0 => {
-            let (start, total) =
-                content_range(&response).ok_or_else(|| DownloadError::Transient {
-                    detail: "206 without a usable Content-Range".into(),
-                })?;
-            if start != from {
-                return Err(DownloadError::Transient {
-                    detail: format!("server resumed at byte {start}, expected {from}"),
-                });
-            }
-            (start, total)
-        }
-        StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Opened::RangeNotSatisfiable),
-        other => return Err(unusable_status(other)),
+        download::Opened::RangeNotSatisfiable => return Ok(Opened::RangeNotSatisfiable),
     };
-    let Some(total) = total else {
-        return Err(DownloadError::Transient {
-            detail: "the server did not say how long the file is".into(),
-        });
-    };
-    if total > source.max_bytes {
-        return Err(DownloadError::Refused {
-            detail: format!(
-                "output is {total} bytes, more than the limit of {} (--max-download-bytes)",
-                source.max_bytes
-            ),
-        });
-    }
+    let total = answer.total;
     if total == 0 {
         return Err(DownloadError::Refused {
             detail: "the output is empty".into(),
         });
     }
     Ok(Opened::Body(Body {
-        response,
+        response: answer.response,
         stall_timeout: source.stall_timeout,
-        start,
+        start: answer.start,
         total,
-        etag,
-        received: start,
+        etag: answer.etag,
+        received: answer.start,
     }))
 }
 

@@ -120,6 +120,37 @@ fn settings(dir: &Path, concurrency: usize) -> Settings {
 }
 
 /// A store holding `jobs` jobs on one video.
+/// A test's world: a database of `jobs` waiting jobs, a scripted service, a stop signal.
+struct Rig {
+    dir: tempfile::TempDir,
+    store: Store,
+    service: Scripted,
+    shutdown: CancellationToken,
+}
+
+impl Rig {
+    fn new(jobs: usize) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), jobs);
+        Rig {
+            dir,
+            store,
+            service: Scripted::default(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The loop over this world, with `concurrency` slots at the service.
+    fn dispatcher(&self, concurrency: usize) -> Dispatcher<'_> {
+        Dispatcher::new(
+            &self.store,
+            Arc::new(self.service.clone()),
+            settings(self.dir.path(), concurrency),
+            self.shutdown.clone(),
+        )
+    }
+}
+
 fn store_with(dir: &Path, jobs: usize) -> Store {
     let mut csv = String::from("id,video_url,face_url\n");
     for n in 0..jobs {
@@ -211,15 +242,9 @@ async fn analysed(dispatcher: &mut Dispatcher<'_>, service: &Scripted) {
 
 #[tokio::test(start_paused = true)]
 async fn the_concurrency_bounds_creates_and_a_finished_render_frees_its_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with(dir.path(), 5);
-    let service = Scripted::default();
-    let mut dispatcher = Dispatcher::new(
-        &store,
-        Arc::new(service.clone()),
-        settings(dir.path(), 2),
-        CancellationToken::new(),
-    );
+    let rig = Rig::new(5);
+    let service = rig.service.clone();
+    let mut dispatcher = rig.dispatcher(2);
     analysed(&mut dispatcher, &service).await;
     drive_until(&mut dispatcher, 20, |_| service.len() == 2).await;
     for _ in 0..5 {
@@ -262,19 +287,13 @@ async fn the_concurrency_bounds_creates_and_a_finished_render_frees_its_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn a_create_leaves_only_after_its_intent_is_stored_and_its_task_id_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with(dir.path(), 1);
-    let service = Scripted::default();
-    let mut dispatcher = Dispatcher::new(
-        &store,
-        Arc::new(service.clone()),
-        settings(dir.path(), 1),
-        CancellationToken::new(),
-    );
+    let rig = Rig::new(1);
+    let (store, service) = (&rig.store, rig.service.clone());
+    let mut dispatcher = rig.dispatcher(1);
     analysed(&mut dispatcher, &service).await;
     drive_until(&mut dispatcher, 20, |_| service.len() == 1).await;
     assert_eq!(service.names(), ["create j0"]);
-    assert_eq!(job(&store, "j0").state, JobState::Submitting);
+    assert_eq!(job(store, "j0").state, JobState::Submitting);
     answer(
         &service,
         "create j0",
@@ -285,7 +304,7 @@ async fn a_create_leaves_only_after_its_intent_is_stored_and_its_task_id_is_kept
     );
     dispatcher.turn().await.unwrap();
     dispatcher.commit().await.unwrap();
-    let stored = job(&store, "j0");
+    let stored = job(store, "j0");
     assert_eq!(
         (stored.state, stored.task_id.as_deref()),
         (JobState::Rendering, Some("t0"))
@@ -294,15 +313,9 @@ async fn a_create_leaves_only_after_its_intent_is_stored_and_its_task_id_is_kept
 
 #[tokio::test(start_paused = true)]
 async fn a_transient_poll_failure_waits_a_backoff_and_counts_an_attempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with(dir.path(), 1);
-    let service = Scripted::default();
-    let mut dispatcher = Dispatcher::new(
-        &store,
-        Arc::new(service.clone()),
-        settings(dir.path(), 1),
-        CancellationToken::new(),
-    );
+    let rig = Rig::new(1);
+    let (store, service) = (&rig.store, rig.service.clone());
+    let mut dispatcher = rig.dispatcher(1);
     analysed(&mut dispatcher, &service).await;
     drive_until(&mut dispatcher, 20, |_| service.len() == 1).await;
     answer(
@@ -332,7 +345,7 @@ async fn a_transient_poll_failure_waits_a_backoff_and_counts_an_attempt() {
     // Full jitter under base × 2 = 2 s.
     assert!(waited <= Duration::from_secs(2), "{waited:?}");
     assert_eq!(service.names(), ["task-detail j0"]);
-    let stored = job(&store, "j0");
+    let stored = job(store, "j0");
     assert_eq!((stored.state, stored.attempts), (JobState::Rendering, 1));
     assert_eq!(
         dispatcher.agenda.service.taken(),
@@ -343,15 +356,9 @@ async fn a_transient_poll_failure_waits_a_backoff_and_counts_an_attempt() {
 
 #[tokio::test(start_paused = true)]
 async fn throttling_puts_a_create_back_in_line_without_an_attempt_and_cools_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with(dir.path(), 1);
-    let service = Scripted::default();
-    let mut dispatcher = Dispatcher::new(
-        &store,
-        Arc::new(service.clone()),
-        settings(dir.path(), 1),
-        CancellationToken::new(),
-    );
+    let rig = Rig::new(1);
+    let (store, service) = (&rig.store, rig.service.clone());
+    let mut dispatcher = rig.dispatcher(1);
     analysed(&mut dispatcher, &service).await;
     drive_until(&mut dispatcher, 20, |_| service.len() == 1).await;
     let throttled_at = Instant::now();
@@ -371,7 +378,7 @@ async fn throttling_puts_a_create_back_in_line_without_an_attempt_and_cools_down
         "Retry-After is honoured"
     );
     assert_eq!(service.names(), ["create j0"]);
-    let stored = job(&store, "j0");
+    let stored = job(store, "j0");
     assert_eq!((stored.state, stored.attempts), (JobState::Submitting, 0));
     assert_eq!(dispatcher.run.throttled, 1);
     assert_eq!(dispatcher.agenda.service.taken(), 1, "it kept its slot");
@@ -379,15 +386,9 @@ async fn throttling_puts_a_create_back_in_line_without_an_attempt_and_cools_down
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_create_answer_flags_the_job_and_creates_it_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with(dir.path(), 1);
-    let service = Scripted::default();
-    let mut dispatcher = Dispatcher::new(
-        &store,
-        Arc::new(service.clone()),
-        settings(dir.path(), 1),
-        CancellationToken::new(),
-    );
+    let rig = Rig::new(1);
+    let (store, service) = (&rig.store, rig.service.clone());
+    let mut dispatcher = rig.dispatcher(1);
     analysed(&mut dispatcher, &service).await;
     drive_until(&mut dispatcher, 20, |_| service.len() == 1).await;
     answer(
@@ -403,22 +404,16 @@ async fn a_lost_create_answer_flags_the_job_and_creates_it_again() {
     );
     drive_until(&mut dispatcher, 20, |_| service.len() == 1).await;
     assert_eq!(service.names(), ["create j0"]);
-    let stored = job(&store, "j0");
+    let stored = job(store, "j0");
     assert!(stored.possible_duplicate);
     assert_eq!(stored.state, JobState::Submitting, "a fresh intent");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_forgotten_task_gets_its_video_analysed_again_before_it_is_created_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with(dir.path(), 2);
-    let service = Scripted::default();
-    let mut dispatcher = Dispatcher::new(
-        &store,
-        Arc::new(service.clone()),
-        settings(dir.path(), 2),
-        CancellationToken::new(),
-    );
+    let rig = Rig::new(2);
+    let (store, service) = (&rig.store, rig.service.clone());
+    let mut dispatcher = rig.dispatcher(2);
     analysed(&mut dispatcher, &service).await;
     drive_until(&mut dispatcher, 20, |_| service.len() == 2).await;
     answer(
@@ -445,21 +440,15 @@ async fn a_forgotten_task_gets_its_video_analysed_again_before_it_is_created_aga
     // The video's analysis is asked again before j0 is created again.
     drive_until(&mut dispatcher, 20, |_| service.len() == 1).await;
     assert_eq!(service.names(), ["analyze https://v/one.mp4"]);
-    assert_eq!(job(&store, "j0").state, JobState::Ready);
+    assert_eq!(job(store, "j0").state, JobState::Ready);
     drop(create_j1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn out_of_credits_stops_new_creates_and_the_run_ends_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with(dir.path(), 3);
-    let service = Scripted::default();
-    let mut dispatcher = Dispatcher::new(
-        &store,
-        Arc::new(service.clone()),
-        settings(dir.path(), 1),
-        CancellationToken::new(),
-    );
+    let rig = Rig::new(3);
+    let (store, service) = (&rig.store, rig.service.clone());
+    let mut dispatcher = rig.dispatcher(1);
     analysed(&mut dispatcher, &service).await;
     drive_until(&mut dispatcher, 20, |_| service.len() == 1).await;
     answer(
@@ -482,22 +471,16 @@ async fn out_of_credits_stops_new_creates_and_the_run_ends_with_the_reason() {
         dispatcher.report().stop,
         Some(StopReason::OutOfCredits { .. })
     ));
-    assert_eq!(job(&store, "j0").state, JobState::Ready, "not failed");
+    assert_eq!(job(store, "j0").state, JobState::Ready, "not failed");
     assert_eq!(dispatcher.agenda.service.taken(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_shutdown_abandons_requests_in_flight_after_the_grace() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with(dir.path(), 1);
-    let service = Scripted::default();
-    let shutdown = CancellationToken::new();
-    let mut dispatcher = Dispatcher::new(
-        &store,
-        Arc::new(service.clone()),
-        settings(dir.path(), 1),
-        shutdown.clone(),
-    );
+    let rig = Rig::new(1);
+    let (store, service) = (&rig.store, rig.service.clone());
+    let shutdown = rig.shutdown.clone();
+    let mut dispatcher = rig.dispatcher(1);
     analysed(&mut dispatcher, &service).await;
     drive_until(&mut dispatcher, 20, |_| service.len() == 1).await;
     let (_, unanswered) = service.take();
@@ -515,6 +498,6 @@ async fn a_shutdown_abandons_requests_in_flight_after_the_grace() {
     );
     assert_eq!(dispatcher.report().stop, Some(StopReason::Interrupted));
     // The create may have left: the next run finds the job in `submitting` and flags it.
-    assert_eq!(job(&store, "j0").state, JobState::Submitting);
+    assert_eq!(job(store, "j0").state, JobState::Submitting);
     drop(unanswered);
 }
