@@ -224,3 +224,54 @@ async fn a_run_on_a_damaged_or_deleted_database_names_recover() {
     );
     assert_finished_correctly("deleted folder", &batch, &sim.stats(), OUTPUT_BYTES);
 }
+
+/// A job flagged `possible_duplicate` when a run resumes it (its create may have left before
+/// the last run died) keeps the flag through the journal: submitted again, answered, then
+/// the database lost, `recover` rebuilds it flagged. (The resume once saved the flag without
+/// journalling it, so a database rebuilt or healed from the journal after the second create
+/// had two creates for the job and no flag.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_set_when_a_run_resumes_survives_the_database() {
+    let sim = simulator(|knobs| {
+        knobs.render_time = Duration::from_millis(300);
+        knobs.output_bytes = OUTPUT_BYTES;
+    })
+    .await;
+    let batch = Batch::new(&manifest(1, 1));
+    let flags = ["--rate", "40"];
+    // Dies with the create's intent flushed: the job is `submitting`.
+    let mut first = batch.run_with_defaults(&sim.base_url(), &flags);
+    first.env(
+        "HEADSWAP_CRASH_AT",
+        headswap_batch::crash::CREATE_INTENT_FLUSHED,
+    );
+    finish(first).await;
+    // Resumed: flagged and submitted again; dies once the answer is stored.
+    let mut second = batch.run_with_defaults(&sim.base_url(), &flags);
+    second.env("HEADSWAP_CRASH_AT", headswap_batch::crash::CREATE_STORED);
+    finish(second).await;
+    let flags_of = |batch: &Batch| -> Vec<String> {
+        batch
+            .export()
+            .into_iter()
+            .map(|row| row["flags"].clone())
+            .collect()
+    };
+    assert_eq!(
+        flags_of(&batch),
+        ["possible_duplicate"],
+        "flagged by the resume"
+    );
+    // The database lost: rebuilt from the journal alone.
+    std::fs::remove_dir_all(batch.db()).unwrap();
+    assert!(recover(&batch, "deleted after a flagged resubmission"));
+    assert_eq!(
+        flags_of(&batch),
+        ["possible_duplicate"],
+        "the flag is a journalled fact"
+    );
+    let output = finish(batch.run_with_defaults(&sim.base_url(), &flags)).await;
+    assert_exit(&output, 0);
+    assert_eq!(flags_of(&batch), ["possible_duplicate"]);
+    assert_finished_correctly("flag survives", &batch, &sim.stats(), OUTPUT_BYTES);
+}

@@ -87,14 +87,15 @@ impl<'a> Jobs<'a> {
 
     /// Append the facts a change of `job` implies to the journal. The record before the change
     /// is read back only when a fact is possible: a job that was or is `submitting`, or that
-    /// has a task id, a failed render or an output.
+    /// has a task id, a failed render or an output, or one not indexed yet (the resume saves
+    /// a job before it notes it: a job flagged there was `submitting`, and its flag is a fact).
     fn journal_changes(&mut self, before: Option<JobState>, job: &Job) -> Result<(), RunError> {
         let Some(journal) = &mut self.journal else {
             return Ok(());
         };
         let possible = matches!(
             before,
-            Some(JobState::Submitting | JobState::Rendering | JobState::Downloading)
+            None | Some(JobState::Submitting | JobState::Rendering | JobState::Downloading)
         ) || job.state == JobState::Submitting
             || job.task_id.is_some()
             || job.render_failed
