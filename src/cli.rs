@@ -189,7 +189,7 @@ pub struct LimitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PollingArgs {
     /// Shortest interval between two polls of the same analysis or render (at least 10ms).
-    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_POLL_INTERVAL, "polling paces itself by --rate; this only keeps it from spinning"), allow_hyphen_values = true, default_value = "2s", help_heading = "Polling")]
+    #[arg(long, value_parser = flags::duration_at_least(flags::MIN_POLL_INTERVAL, "polling paces itself by --rate; this only keeps it from spinning"), allow_hyphen_values = true, default_value = "500ms", help_heading = "Polling")]
     pub poll_min: Duration,
     /// Longest interval between two polls of the same analysis or render (not below --poll-min).
     #[arg(long, value_parser = flags::duration_at_least(flags::MIN_POLL_INTERVAL, "polling paces itself by --rate; this only keeps it from spinning"), allow_hyphen_values = true, default_value = "60s", help_heading = "Polling")]

@@ -30,6 +30,10 @@ pub struct StageTimings {
     /// The first-poll delay the polling feedback settled on, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_poll_ms: Option<u64>,
+    /// How far past a stage's predicted completion its aimed poll lands, in basis points of
+    /// the predicted duration, as the polling feedback left it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aim_margin_bp: Option<u32>,
 }
 
 /// What is known of the service's stages.

@@ -69,12 +69,35 @@ pub struct PollPlanner {
     /// While cold: how old a deferred stage may get before it is polled anyway (follows the
     /// probes' geometric backoff).
     horizon_secs: f64,
+    /// How far past a predicted completion an aimed poll lands (a share of the duration).
+    margin: f64,
     /// Recent durations, remembered in the database for the next run.
     learned: StageTimings,
 }
 
-/// How fast the first-poll delay follows the feedback (log-scale step per wave of polls).
+/// A running stage's next poll.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NextPoll {
+    /// From now.
+    pub delay: Duration,
+    /// The completion the stage's progress predicts (from its submission), when the poll is
+    /// aimed at one: what that poll finds tunes the margin.
+    pub aim: Option<Duration>,
+}
+
+/// How fast the first-poll delay follows the feedback (log-scale step per wave of polls whose
+/// share of finished stages is off by one) before the spread of durations is known.
 const FIRST_POLL_STEP: f64 = 0.15;
+
+/// Once it is known, the step follows the spread: durations within ±s of their mean (a
+/// coefficient of variation of about s/√3) put a share Δ of the stages within 2·s·Δ of each
+/// other on a log scale, so a wave whose share is off by Δ moves the delay by about
+/// 3·cv·Δ: most of the way to the wanted share in one wave, and no further than the spread
+/// allows. Within these bounds (durations alike to the millisecond would stall it, wildly
+/// spread ones swing it).
+const FIRST_POLL_GAIN: f64 = 3.0;
+const FIRST_POLL_STEP_MIN: f64 = 0.05;
+const FIRST_POLL_STEP_MAX: f64 = 0.6;
 
 /// Stages polled early to learn a cold service's timing.
 const PROBES: usize = 2;
@@ -84,6 +107,24 @@ const PROBE_BACKOFF: f64 = 1.5;
 
 /// Below this many percent, reported progress is too coarse to extrapolate from.
 const USABLE_PROGRESS: f64 = 2.0;
+
+/// The aim margin: how far past the completion a stage's progress predicts its next poll
+/// lands, as a share of the predicted duration. It starts cautious and follows what the aimed
+/// polls find (see [`PollPlanner::aimed_poll_found`]), between these bounds.
+const MARGIN_START: f64 = 0.03;
+const MARGIN_MIN: f64 = 0.005;
+const MARGIN_MAX: f64 = 0.25;
+
+/// Each aimed poll that finds its stage finished narrows the margin by this factor, each that
+/// finds it running widens it by the other: about one aimed poll in twenty may miss
+/// (`ln WIDEN = 19 × ln (1 / NARROW)`), since a miss costs a request and a floor's wait.
+const MARGIN_NARROW: f64 = 0.97;
+const MARGIN_WIDEN: f64 = 1.785;
+
+/// A stage that outlived the completion its progress predicted (progress that is not linear,
+/// or stalls near the end) waits at least this share of how long it is overdue: its polls
+/// back off geometrically instead of coming at every `--poll-min`.
+const OVERDUE_BACKOFF: f64 = 0.5;
 
 impl PollPlanner {
     /// `wave`: how many stages can be under way at once (the concurrency). `learned`: what an
@@ -100,6 +141,10 @@ impl PollPlanner {
             probe_answers: 0,
             probe_estimate_secs: None,
             horizon_secs: policy.min.as_secs_f64(),
+            margin: learned
+                .aim_margin_bp
+                .map_or(MARGIN_START, |bp| f64::from(bp) / 10_000.0)
+                .clamp(MARGIN_MIN, MARGIN_MAX),
             learned: StageTimings::default(),
         };
         for took in learned
@@ -134,6 +179,14 @@ impl PollPlanner {
             }
             None => FirstPoll::Defer,
         }
+    }
+
+    /// For a calibrated planner: an early first poll, halfway to the first-poll delay (and
+    /// not before `--poll-min`), whose answer's progress aims the next poll at the stage's own
+    /// completion: one request more for a stage whose lateness is costly.
+    pub fn early_poll(&self) -> Option<Duration> {
+        let first = self.first_poll_secs?;
+        Some(Duration::from_secs_f64(first * 0.5).max(self.policy.min))
     }
 
     /// For a deferred stage submitted `age` ago: the delay before its first poll, once the
@@ -188,7 +241,12 @@ impl PollPlanner {
             let latest = self.probe_estimate_secs.unwrap_or(0.0).max(extrapolated);
             self.probe_estimate_secs = Some(latest);
         } else {
-            self.horizon_secs = self.horizon_secs.max(elapsed_secs * PROBE_BACKOFF);
+            // Deferred stages (younger than the probes) wait for the probes' next answer and
+            // one backoff step more: polled at the probes' pace, they would race them and pay
+            // the same calls for what the probes are about to learn.
+            let probes_next =
+                (elapsed_secs * PROBE_BACKOFF).max(elapsed_secs + self.policy.min.as_secs_f64());
+            self.horizon_secs = self.horizon_secs.max(probes_next * PROBE_BACKOFF);
         }
         if self.probe_answers >= self.probes {
             self.first_poll_secs = self.probe_estimate_secs.map(|secs| self.clamped(secs));
@@ -217,8 +275,17 @@ impl PollPlanner {
             return;
         };
         let hit = if finished { 1.0 } else { 0.0 };
-        let step = FIRST_POLL_STEP / self.wave as f64;
+        let step = self.first_poll_step() / self.wave as f64;
         self.first_poll_secs = Some(self.clamped(first * (step * (wanted - hit)).exp()));
+    }
+
+    /// The first-poll feedback's step per wave (see [`FIRST_POLL_GAIN`]).
+    fn first_poll_step(&self) -> f64 {
+        if self.count < 2 || self.mean_secs <= 0.0 {
+            return FIRST_POLL_STEP;
+        }
+        let cv = (self.m2 / f64::from(self.count - 1)).sqrt() / self.mean_secs;
+        (FIRST_POLL_GAIN * cv).clamp(FIRST_POLL_STEP_MIN, FIRST_POLL_STEP_MAX)
     }
 
     /// Mean observed duration, if any was observed.
@@ -255,16 +322,40 @@ impl PollPlanner {
     pub fn learned(&self) -> StageTimings {
         let mut learned = self.learned.clone();
         learned.first_poll_ms = self.first_poll_secs.map(|secs| (secs * 1000.0) as u64);
+        learned.aim_margin_bp = Some((self.margin * 10_000.0).round() as u32);
         learned
     }
 
-    /// How long to wait before the next poll of a stage submitted `elapsed` ago that last
-    /// reported `progress` (0–100). `jitter` in [0, 1) spreads polls of simultaneous stages.
-    pub fn next_delay(&self, elapsed: Duration, progress: f64, jitter: f64) -> Duration {
+    /// An aimed poll (see [`NextPoll::aim`]) found its stage finished, or still running: the
+    /// margin narrows a little, or widens.
+    pub fn aimed_poll_found(&mut self, finished: bool) {
+        let factor = if finished {
+            MARGIN_NARROW
+        } else {
+            MARGIN_WIDEN
+        };
+        self.margin = (self.margin * factor).clamp(MARGIN_MIN, MARGIN_MAX);
+    }
+
+    /// The aim margin, as a share of a stage's predicted duration.
+    pub fn margin(&self) -> f64 {
+        self.margin
+    }
+
+    /// The next poll of a stage submitted `elapsed` ago that last reported `progress` (0–100)
+    /// and has outlived the completion its progress first predicted by `overdue`, if it has.
+    /// `jitter` in [0, 1) spreads polls of simultaneous stages.
+    pub fn next_poll(
+        &self,
+        elapsed: Duration,
+        progress: f64,
+        overdue: Option<Duration>,
+        jitter: f64,
+    ) -> NextPoll {
         let elapsed_secs = elapsed.as_secs_f64();
         let first = self.first_poll_secs;
         let usable = progress > USABLE_PROGRESS && progress < 100.0 && elapsed_secs > 0.0;
-        let expected_total = match first {
+        let (expected_total, aimed) = match first {
             // Linear extrapolation from the stage's own progress, the only evidence about this
             // stage. It is not tempered by the first-poll delay: that delay is a quantile aimed
             // at a share of finishers, not an estimate of this stage, and a stage still running
@@ -272,28 +363,41 @@ impl PollPlanner {
             // to finish". The next poll then came early, found the stage running and the one
             // after it waited `--poll-min`: a third call and up to `--poll-min` of lateness on
             // the slowest stages, those that end a batch.
-            _ if usable => elapsed_secs * 100.0 / progress,
-            Some(first) if elapsed_secs < first => first,
+            _ if usable => (elapsed_secs * 100.0 / progress, true),
+            Some(first) if elapsed_secs < first => (first, false),
             // Overdue (or cold) and no usable progress: back off geometrically.
-            _ => (elapsed_secs * PROBE_BACKOFF).max(elapsed_secs + self.policy.min.as_secs_f64()),
+            _ => (
+                (elapsed_secs * PROBE_BACKOFF).max(elapsed_secs + self.policy.min.as_secs_f64()),
+                false,
+            ),
         };
         let remaining = (expected_total - elapsed_secs).max(0.0);
         // After the first poll, land slightly after the predicted completion rather than
-        // slightly before it. (The first poll's delay is tuned by feedback as it is.)
+        // slightly before it, by the margin the aimed polls tuned. (The first poll's delay is
+        // tuned by feedback as it is.)
         let margin = if elapsed_secs > 0.0 {
-            0.03 * expected_total
+            self.margin * expected_total
         } else {
             0.0
         };
         // The jitter only spreads polls of stages that started together; the rate limiter
         // spaces the requests anyway, so it stays small (every percent is idle slot time).
-        let wait = (remaining + margin) * (1.0 + 0.02 * jitter.clamp(0.0, 1.0));
-        Duration::from_secs_f64(wait).clamp(self.policy.min, self.policy.max)
+        let mut wait = (remaining + margin) * (1.0 + 0.02 * jitter.clamp(0.0, 1.0));
+        if let Some(overdue) = overdue {
+            wait = wait.max(overdue.as_secs_f64() * OVERDUE_BACKOFF);
+        }
+        let delay = Duration::from_secs_f64(wait).clamp(self.policy.min, self.policy.max);
+        // A poll the upper bound pulls before the predicted completion is not aimed at it.
+        let aim = (aimed && elapsed_secs + delay.as_secs_f64() >= expected_total)
+            .then(|| Duration::from_secs_f64(expected_total));
+        NextPoll { delay, aim }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     fn policy(hint: Option<Duration>) -> PollPolicy {
@@ -359,7 +463,7 @@ mod tests {
         let mut polls = vec![elapsed];
         for _ in 0..5 {
             planner.observe_running(elapsed, 0.0);
-            elapsed += planner.next_delay(elapsed, 0.0, 0.0);
+            elapsed += planner.next_poll(elapsed, 0.0, None, 0.0).delay;
             polls.push(elapsed);
         }
         let ratios: Vec<f64> = polls
@@ -367,9 +471,10 @@ mod tests {
             .map(|pair| pair[1].as_secs_f64() / pair[0].as_secs_f64())
             .collect();
         assert!(ratios.iter().all(|ratio| *ratio >= 1.5), "{polls:?}");
-        // A deferred stage is polled once older than the probes' horizon.
-        assert_eq!(planner.deferred_due(Duration::from_millis(200)), None);
-        let old_enough = polls[polls.len() - 2].mul_f64(PROBE_BACKOFF);
+        // A deferred stage waits for the probes' next answer, and one backoff step more.
+        let probes_next = *polls.last().unwrap();
+        assert_eq!(planner.deferred_due(probes_next), None);
+        let old_enough = probes_next.mul_f64(PROBE_BACKOFF);
         assert_eq!(planner.deferred_due(old_enough), Some(Duration::ZERO));
     }
 
@@ -420,7 +525,9 @@ mod tests {
             StageTimings::default(),
         );
         // 40 % after 4 s: done at about 10 s, so wait about 6 s.
-        let delay = planner.next_delay(Duration::from_secs(4), 40.0, 0.0);
+        let delay = planner
+            .next_poll(Duration::from_secs(4), 40.0, None, 0.0)
+            .delay;
         assert!(
             delay >= Duration::from_secs(6) && delay <= Duration::from_millis(6500),
             "{delay:?}"
@@ -436,7 +543,9 @@ mod tests {
         assert_eq!(planner.first_poll_delay(), Duration::from_secs(9));
         // Found running at its first poll, 80 % done after 9.6 s: it ends at 12 s. The next
         // poll comes after that (plus the margin), not pulled towards the 9 s delay it outlived.
-        let delay = planner.next_delay(Duration::from_millis(9600), 80.0, 0.0);
+        let delay = planner
+            .next_poll(Duration::from_millis(9600), 80.0, None, 0.0)
+            .delay;
         assert!(
             delay >= Duration::from_millis(2400) && delay <= Duration::from_millis(2900),
             "{delay:?}"
@@ -480,17 +589,128 @@ mod tests {
     }
 
     #[test]
+    fn a_delay_far_off_the_wanted_share_moves_most_of_the_way_in_one_wave() {
+        // Renders of 8–12 s, evenly spread. An earlier run left 20 of them and a first poll
+        // at 11.6 s, where about 90 % are finished against the 70 % wanted (10.8 s).
+        let spread = |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| 8.0 + 4.0 * (i as f64 + 0.5) / n as f64)
+                .collect()
+        };
+        let mut learned = StageTimings::default();
+        for took in spread(20) {
+            learned.record(Duration::from_secs_f64(took));
+        }
+        learned.first_poll_ms = Some(11_600);
+        let mut planner = PollPlanner::new(policy(None), 8, learned);
+        // One wave of eight renders polled at the delay: seven are found finished.
+        let delay = planner.first_poll_delay().as_secs_f64();
+        for took in spread(8) {
+            planner.first_poll_found(took <= delay, 0.7);
+        }
+        // Scaled by the spread, the step takes it most of the way (a fixed step of 0.15
+        // would have reached 11.3 s).
+        let delay = planner.first_poll_delay().as_secs_f64();
+        assert!((10.6..=11.0).contains(&delay), "{delay}");
+    }
+
+    #[test]
     fn overdue_stages_back_off_and_bounds_hold() {
         let planner = PollPlanner::new(
             policy(Some(Duration::from_secs(10))),
             16,
             StageTimings::default(),
         );
-        let overdue = planner.next_delay(Duration::from_secs(30), 0.0, 0.0);
+        let overdue = planner
+            .next_poll(Duration::from_secs(30), 0.0, None, 0.0)
+            .delay;
         assert!(overdue >= Duration::from_secs(15), "{overdue:?}");
-        let capped = planner.next_delay(Duration::from_secs(600), 0.0, 0.0);
+        let capped = planner
+            .next_poll(Duration::from_secs(600), 0.0, None, 0.0)
+            .delay;
         assert_eq!(capped, Duration::from_secs(60));
-        let done_soon = planner.next_delay(Duration::from_secs(10), 99.9, 0.0);
+        let done_soon = planner
+            .next_poll(Duration::from_secs(10), 99.9, None, 0.0)
+            .delay;
         assert!(done_soon >= Duration::from_millis(100), "{done_soon:?}");
+    }
+
+    #[test]
+    fn the_aim_margin_follows_what_aimed_polls_find_and_is_remembered() {
+        let mut planner = cold();
+        for _ in 0..3 {
+            planner.record(Duration::from_secs(10));
+        }
+        // 50 % after 5 s: aimed at 10 s, landing the start margin (3 %) after it.
+        let next = planner.next_poll(Duration::from_secs(5), 50.0, None, 0.0);
+        assert_eq!(next.aim, Some(Duration::from_secs(10)));
+        assert_eq!(next.delay, Duration::from_millis(5300));
+        // Aimed polls that keep finding their stage finished bring the margin to its floor.
+        for _ in 0..200 {
+            planner.aimed_poll_found(true);
+        }
+        assert!((planner.margin() - MARGIN_MIN).abs() < 1e-9);
+        let next = planner.next_poll(Duration::from_secs(5), 50.0, None, 0.0);
+        assert_eq!(next.delay, Duration::from_millis(5050));
+        // One miss widens it more than many hits narrow it.
+        planner.aimed_poll_found(false);
+        let widened = planner.margin();
+        assert!(widened > 1.7 * MARGIN_MIN, "{widened}");
+        let warm = PollPlanner::new(policy(None), 16, planner.learned());
+        assert!((warm.margin() - widened).abs() < 1e-4, "remembered");
+    }
+
+    #[test]
+    fn the_margin_settles_where_about_one_aimed_poll_in_twenty_misses() {
+        // Progress that runs ahead of time: the last part of the work is slower than the rest,
+        // so extrapolating predicts about 90 % of the true duration, give or take 4 %. The
+        // margin must settle where about one aimed poll in twenty misses (about 15 %).
+        let mut planner = cold();
+        planner.record(Duration::from_secs(10));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (mut misses, mut aimed) = (0, 0);
+        for stage in 0..4000 {
+            let took = 10.0;
+            let predicted = took * 0.9 * (1.0 + 0.04 * rng.random_range(-1.0..=1.0));
+            let finished = predicted * (1.0 + planner.margin()) >= took;
+            planner.aimed_poll_found(finished);
+            if stage >= 2000 {
+                aimed += 1;
+                misses += usize::from(!finished);
+            }
+        }
+        let miss_share = misses as f64 / aimed as f64;
+        assert!((0.02..=0.1).contains(&miss_share), "{miss_share}");
+        assert!(
+            (0.1..=0.2).contains(&planner.margin()),
+            "{}",
+            planner.margin()
+        );
+    }
+
+    #[test]
+    fn a_stage_stalled_near_the_end_is_polled_less_and_less_often() {
+        let mut planner = PollPlanner::new(
+            PollPolicy {
+                min: Duration::from_millis(500),
+                max: Duration::from_secs(60),
+                hint: None,
+            },
+            16,
+            StageTimings::default(),
+        );
+        planner.record(Duration::from_secs(10));
+        // Reported 99 % after 10 s, and 99 % at every poll after that for a minute.
+        let predicted = Duration::from_secs_f64(10.0 / 0.99);
+        let mut elapsed = Duration::from_secs(10);
+        let mut polls = 0;
+        while elapsed < Duration::from_secs(70) {
+            let overdue = elapsed.checked_sub(predicted).filter(|o| !o.is_zero());
+            elapsed += planner.next_poll(elapsed, 99.0, overdue, 0.0).delay;
+            polls += 1;
+        }
+        // At every --poll-min it would be 120 polls; backing off by half the time overdue,
+        // the gaps grow by half each time.
+        assert!(polls <= 16, "{polls} polls");
     }
 }

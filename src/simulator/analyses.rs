@@ -61,7 +61,7 @@ pub(super) fn submit_analysis(sim: &Shared, team: &str, body: &[u8]) -> Result<V
             video_url,
             create_time_ms: now_ms,
             video_seconds,
-            progress: Progress::starting(processing_time),
+            progress: Progress::starting(processing_time, sim.knobs.progress),
             outcome,
         };
         let data = analysis_json(&record, Stage::Queued, "");

@@ -93,6 +93,10 @@ pub struct SimKnobs {
     /// The file host's clock runs this far ahead of the signer's: links expire that much early.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", help_heading = "Faults")]
     pub cdn_clock_ahead: Duration,
+    /// How running work reports its progress: the undocumented part of the service that
+    /// polling relies on most.
+    #[arg(long, value_enum, default_value_t = ProgressCurve::Linear, help_heading = "Faults")]
+    pub progress: ProgressCurve,
     /// Size of every rendered file.
     #[arg(long, default_value_t = 262_144, help_heading = "Simulator")]
     pub output_bytes: u64,
@@ -128,11 +132,27 @@ impl Default for SimKnobs {
             throttle_windows: Vec::new(),
             url_expiry_rounding: Duration::ZERO,
             cdn_clock_ahead: Duration::ZERO,
+            progress: ProgressCurve::Linear,
             output_bytes: 262_144,
             url_ttl: Duration::from_secs(60),
             seed: 0,
         }
     }
+}
+
+/// How running work reports its progress (after a queued first fifth of its time, which
+/// reports none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProgressCurve {
+    /// The share of the time elapsed.
+    #[default]
+    Linear,
+    /// Always 0 until finished: a service that reports no progress.
+    None,
+    /// Runs ahead and then stalls: 99 % at 60 % of the time, and 99 % until finished.
+    Stalls,
+    /// Coarse: the elapsed share rounded down to a quarter (0, 25, 50, 75).
+    Steps,
 }
 
 /// How throttled requests are answered.

@@ -23,7 +23,7 @@ mod media;
 mod state;
 mod tasks;
 
-pub use knobs::{OutageWindow, SimKnobs, ThrottleMode};
+pub use knobs::{OutageWindow, ProgressCurve, SimKnobs, ThrottleMode};
 
 pub use media::{Content as MediaContent, Layout as MediaLayout, mp4_video};
 

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{CreateCount, SimKnobs, Stats};
+use super::{CreateCount, ProgressCurve, SimKnobs, Stats};
 
 /// Everything the handlers share.
 pub(super) struct Shared {
@@ -88,6 +88,8 @@ pub(super) struct TaskRecord {
 pub(super) struct Progress {
     pub created: Instant,
     pub processing_time: Duration,
+    /// How it reports its progress.
+    pub curve: ProgressCurve,
     /// A detail call has reported it finished (see [`super::Timing`]).
     pub seen_finished: bool,
 }
@@ -101,11 +103,22 @@ pub(super) enum Stage {
 }
 
 impl Progress {
+    #[cfg(test)]
+    fn at(created: Instant, processing_time: Duration, curve: ProgressCurve) -> Progress {
+        Progress {
+            created,
+            processing_time,
+            curve,
+            seen_finished: false,
+        }
+    }
+
     /// Work starting now.
-    pub fn starting(processing_time: Duration) -> Progress {
+    pub fn starting(processing_time: Duration, curve: ProgressCurve) -> Progress {
         Progress {
             created: Instant::now(),
             processing_time,
+            curve,
             seen_finished: false,
         }
     }
@@ -129,10 +142,15 @@ impl Progress {
         }
         let fraction = elapsed.as_secs_f64() / self.processing_time.as_secs_f64();
         if fraction < 0.2 {
-            Stage::Queued
-        } else {
-            Stage::Processing((fraction * 100.0).min(99.0))
+            return Stage::Queued;
         }
+        let reported = match self.curve {
+            ProgressCurve::Linear => fraction,
+            ProgressCurve::None => 0.0,
+            ProgressCurve::Stalls => fraction / 0.6,
+            ProgressCurve::Steps => (fraction * 4.0).floor() / 4.0,
+        };
+        Stage::Processing((reported * 100.0).min(99.0))
     }
 }
 
@@ -319,11 +337,7 @@ mod tests {
     #[test]
     fn progress_moves_from_queued_to_finished() {
         let created = Instant::now();
-        let progress = Progress {
-            created,
-            processing_time: Duration::from_secs(10),
-            seen_finished: false,
-        };
+        let progress = Progress::at(created, Duration::from_secs(10), ProgressCurve::Linear);
         assert_eq!(progress.stage(created), Stage::Queued);
         assert_eq!(
             progress.stage(created + Duration::from_secs(5)),
@@ -333,12 +347,37 @@ mod tests {
             progress.stage(created + Duration::from_secs(10)),
             Stage::Finished
         );
-        let instant = Progress {
-            created,
-            processing_time: Duration::ZERO,
-            seen_finished: false,
-        };
+        let instant = Progress::at(created, Duration::ZERO, ProgressCurve::Linear);
         assert_eq!(instant.stage(created), Stage::Finished);
+    }
+
+    #[test]
+    fn progress_curves_report_what_they_say() {
+        let created = Instant::now();
+        // The reported percentage, or -1 while queued, 101 once finished.
+        let at = |curve, secs: f64| match Progress::at(created, Duration::from_secs(10), curve)
+            .stage(created + Duration::from_secs_f64(secs))
+        {
+            Stage::Queued => -1.0,
+            Stage::Processing(percent) => percent,
+            Stage::Finished => 101.0,
+        };
+        let near = |got: f64, want: f64| assert!((got - want).abs() < 1e-6, "{got} != {want}");
+        near(at(ProgressCurve::Linear, 5.0), 50.0);
+        near(at(ProgressCurve::None, 5.0), 0.0);
+        near(at(ProgressCurve::Stalls, 3.0), 50.0);
+        near(at(ProgressCurve::Stalls, 7.0), 99.0);
+        near(at(ProgressCurve::Stalls, 9.9), 99.0);
+        near(at(ProgressCurve::Steps, 4.9), 25.0);
+        near(at(ProgressCurve::Steps, 5.1), 50.0);
+        for curve in [
+            ProgressCurve::None,
+            ProgressCurve::Stalls,
+            ProgressCurve::Steps,
+        ] {
+            near(at(curve, 1.0), -1.0);
+            near(at(curve, 10.0), 101.0);
+        }
     }
 
     #[test]

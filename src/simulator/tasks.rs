@@ -179,7 +179,7 @@ pub(super) fn create_valid_task(
         resolution: request.resolution,
         model_name: request.model_name,
         file_name: format!("Headswap_{now_ms}.mp4"),
-        progress: Progress::starting(processing_time),
+        progress: Progress::starting(processing_time, sim.knobs.progress),
         outcome: if fails {
             Outcome::Fails {
                 code: 3001,

@@ -10,7 +10,9 @@
 //! (502/503/504), resets, lost create answers, cut downloads and unknown statuses each at
 //! 0–30 % (the first three together at most 35 %); latency up to 80 ms; output links living
 //! 300 ms–60 s, their expiry rounded down to the second or not, the file host's clock up to
-//! 500 ms ahead (some links born expired, every link usable for 300 ms at least); zero to two
+//! 500 ms ahead (some links born expired, every link usable for 300 ms at least); progress
+//! reported as the time elapsed (half the worlds), not at all, in quarters, or running ahead
+//! and stalling at 99 % for the last 40 % of the time; zero to two
 //! outages of 2–20 s; throttling at 0.5–5 requests per second, or of every call for 2–12 s
 //! (half the time right after an outage), answered 1005 or HTTP 429; 4–12
 //! jobs on 1–4 videos, some with two people, some whose render or analysis fails, some too

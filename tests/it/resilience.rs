@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use headswap_batch::simulator::OutageWindow;
+use headswap_batch::simulator::{OutageWindow, ProgressCurve};
 
 use crate::support::{
     Batch, assert_exit, assert_finished_correctly, binary, simulator, spawn, text, until,
@@ -219,4 +219,54 @@ async fn sub_second_stages_are_noticed_at_once_and_learned_timings_are_kept() {
         .map(|row| (row["id"].clone(), row["state"].clone()))
         .collect();
     assert!(states.values().all(|state| state == "done"), "{states:?}");
+}
+
+/// Progress the planner cannot take at its word: none at all, coarse quarters, or progress
+/// that runs ahead and then stalls at 99 % for the last 40 % of a 15 s render. With the
+/// default polling flags (and requests to spare: `--rate 20`) every job is done, and a render
+/// costs a few polls: aimed polls that miss widen the margin, and a stage that outlives the
+/// completion its progress predicted is polled less and less often. Polled at every
+/// `--poll-min` instead, the stalled renders cost about 14 polls each (measured with both
+/// mechanisms switched off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_that_is_absent_coarse_or_stalled_costs_few_polls() {
+    let run = |curve: ProgressCurve| async move {
+        let sim = simulator(|knobs| {
+            knobs.analysis_time = Duration::from_secs(1);
+            knobs.render_time = Duration::from_secs(15);
+            knobs.jitter = 0.2;
+            knobs.progress = curve;
+            knobs.seed = 7;
+        })
+        .await;
+        let batch = Batch::new(&manifest(8, 2));
+        let child = spawn(
+            batch.run_with_defaults(&sim.base_url(), &["--concurrency", "8", "--rate", "20"]),
+        );
+        let output = wait_at_most(child, Duration::from_secs(300)).await;
+        (curve, output, sim.stats(), batch)
+    };
+    let (none, steps, stalls) = tokio::join!(
+        run(ProgressCurve::None),
+        run(ProgressCurve::Steps),
+        run(ProgressCurve::Stalls)
+    );
+    for (curve, output, stats, batch) in [none, steps, stalls] {
+        assert_exit(&output, 0);
+        let states: Vec<String> = batch
+            .export()
+            .into_iter()
+            .map(|row| row["state"].clone())
+            .collect();
+        assert!(
+            states.len() == 8 && states.iter().all(|state| state == "done"),
+            "{curve:?}: {states:?}"
+        );
+        assert_eq!(stats.calls.create, 8, "{curve:?}: one create per job");
+        let polls_per_render = stats.calls.task_detail as f64 / 8.0;
+        assert!(
+            polls_per_render <= 9.0,
+            "{curve:?}: {polls_per_render} polls per render"
+        );
+    }
 }

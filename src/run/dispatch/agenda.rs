@@ -69,7 +69,7 @@ impl Slots {
 }
 
 /// An API call waiting for the rate limiter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Call {
     /// Task detail for a finished render whose output link expired or is unknown.
     RefreshOutput(JobId),

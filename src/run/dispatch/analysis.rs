@@ -17,7 +17,7 @@ use crate::job::{
 use crate::journal::Fact;
 use crate::now_ms;
 use crate::run::dispatch::agenda::{Call, Ticket, Wakeup};
-use crate::run::dispatch::{Dispatcher, Key, Request, RunError, draw, since_ms};
+use crate::run::dispatch::{Dispatcher, Key, Request, RunError, since_ms};
 use crate::run::policy::{Decision, Stage, attempt_error};
 use crate::store::Store;
 
@@ -230,7 +230,12 @@ impl Dispatcher<'_> {
                 .analysis
                 .first_poll_found(!analysis.status.is_running(), wanted);
         }
-        let elapsed = since_ms(self.videos.record(&video_url).submitted_ms);
+        let submitted_ms = self.videos.record(&video_url).submitted_ms;
+        let elapsed = since_ms(submitted_ms);
+        let call = Call::AnalysisDetail(video_url.clone());
+        if !analysis.status.is_running() {
+            self.poll_found_finished(&call, submitted_ms);
+        }
         match analysis.status {
             RemoteStatus::Completed => {
                 drop(ticket);
@@ -266,15 +271,7 @@ impl Dispatcher<'_> {
                     .analysis
                     .observe_running(elapsed, analysis.progress);
                 self.release_deferred();
-                let delay = self
-                    .polls
-                    .analysis
-                    .next_delay(elapsed, analysis.progress, draw());
-                self.agenda.push_timer(
-                    Instant::now(),
-                    delay,
-                    Wakeup::Call(Call::AnalysisDetail(video_url), ticket),
-                );
+                self.poll_again(call, submitted_ms, analysis.progress, ticket);
             }
         }
         Ok(())

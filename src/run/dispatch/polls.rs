@@ -2,16 +2,21 @@
 //! ahead or not yet known (deferred while a cold planner probes), and what a poll's answer
 //! teaches them. The timings learned are written to the store for the next run.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::akool::RemoteStatus;
 use crate::job::{JobId, VideoUrl};
 use crate::run::dispatch::agenda::{Call, Ticket, Wakeup};
-use crate::run::dispatch::{Dispatcher, RunError};
+use crate::run::dispatch::{Dispatcher, RunError, draw, since_ms};
 use crate::run::poll::{FirstPoll, PollPlanner};
 use crate::timings::{self, Timings};
+
+/// Below this load of the request rate, analyses are polled early (see
+/// [`Dispatcher::schedule_first_poll`]).
+const EARLY_ANALYSIS_LOAD: f64 = 0.5;
 
 /// When to poll: one planner per kind of stage, and the stages whose first poll is still
 /// ahead (what it finds tunes the planner).
@@ -23,6 +28,8 @@ pub(super) struct Polls {
     /// Stages submitted while their planner was cold and had handed out its probes: polled
     /// once it learns when such stages finish.
     deferred: Vec<Deferred>,
+    /// Running stages whose next poll is aimed at the completion their progress predicted.
+    aims: HashMap<Call, Aim>,
     /// The planners learned something not yet written to the store.
     learned: bool,
     /// Undocumented status values already reported (each is logged once).
@@ -37,6 +44,16 @@ struct Deferred {
     ticket: Option<Ticket>,
 }
 
+/// The completion a running stage's progress predicted, which its next poll is aimed at.
+struct Aim {
+    /// The stage's submission (a stage submitted again is another stage).
+    submitted_ms: Option<u64>,
+    /// From the submission.
+    at: Duration,
+    /// A poll found the stage running past it: it is overdue, by the time since `at`.
+    outlived: bool,
+}
+
 impl Polls {
     pub(super) fn new(
         timings: Timings,
@@ -49,6 +66,7 @@ impl Polls {
             first_analysis_polls: HashSet::new(),
             first_render_polls: HashSet::new(),
             deferred: Vec::new(),
+            aims: HashMap::new(),
             learned: false,
             unknown_statuses: HashSet::new(),
         }
@@ -83,6 +101,48 @@ impl Polls {
             _ => &self.render,
         }
     }
+
+    fn planner_mut(&mut self, call: &Call) -> &mut PollPlanner {
+        match call {
+            Call::AnalysisDetail(_) | Call::Analyze(_) => &mut self.analysis,
+            _ => &mut self.render,
+        }
+    }
+
+    /// A poll of `call`'s stage answered, `elapsed` after its submission: if it is the first
+    /// poll past the completion its progress predicted, what it found tunes the planner's
+    /// margin. Returns how long the stage has outlived that completion, if it is still running.
+    fn aim_answered(
+        &mut self,
+        call: &Call,
+        submitted_ms: Option<u64>,
+        elapsed: Duration,
+        finished: bool,
+    ) -> Option<Duration> {
+        let aim = self.aims.get_mut(call)?;
+        if aim.submitted_ms != submitted_ms {
+            self.aims.remove(call);
+            return None;
+        }
+        if elapsed < aim.at {
+            // Polled before the aim (`--poll-max` pulled the poll earlier).
+            if finished {
+                self.aims.remove(call);
+            }
+            return None;
+        }
+        let first_past = !aim.outlived;
+        let overdue = elapsed - aim.at;
+        if finished {
+            self.aims.remove(call);
+        } else {
+            aim.outlived = true;
+        }
+        if first_past {
+            self.planner_mut(call).aimed_poll_found(finished);
+        }
+        (!finished).then_some(overdue)
+    }
 }
 
 impl Dispatcher<'_> {
@@ -94,7 +154,18 @@ impl Dispatcher<'_> {
             _ => &mut self.polls.render,
         };
         let now = Instant::now();
-        match planner.first_poll() {
+        let first_poll = planner.first_poll();
+        // An analysis gates every job on its video: its lateness idles the slots they wait
+        // for. With requests to spare, it is polled early and its progress aims the next poll
+        // at its completion, one request more per video.
+        let early =
+            matches!(call, Call::AnalysisDetail(_)) && self.pacer.load(now) < EARLY_ANALYSIS_LOAD;
+        match first_poll {
+            FirstPoll::After(_) if early => {
+                let delay = self.polls.analysis.early_poll().unwrap_or_default();
+                self.agenda
+                    .push_timer(now, delay, Wakeup::Call(call, ticket));
+            }
             FirstPoll::After(delay) => {
                 self.polls.mark_first_poll(&call);
                 self.agenda
@@ -111,6 +182,41 @@ impl Dispatcher<'_> {
                 ticket,
             }),
         }
+    }
+
+    /// A poll found `call`'s stage (submitted at `submitted_ms`) finished, or failed.
+    pub(super) fn poll_found_finished(&mut self, call: &Call, submitted_ms: Option<u64>) {
+        self.polls
+            .aim_answered(call, submitted_ms, since_ms(submitted_ms), true);
+    }
+
+    /// A poll found `call`'s stage (submitted at `submitted_ms`) still running, `progress`
+    /// percent done: plan its next poll, aimed at the completion its progress predicts.
+    pub(super) fn poll_again(
+        &mut self,
+        call: Call,
+        submitted_ms: Option<u64>,
+        progress: f64,
+        ticket: Option<Ticket>,
+    ) {
+        let elapsed = since_ms(submitted_ms);
+        let overdue = self.polls.aim_answered(&call, submitted_ms, elapsed, false);
+        let next = self
+            .polls
+            .planner(&call)
+            .next_poll(elapsed, progress, overdue, draw());
+        // An overdue stage keeps the completion it outlived: how long it is overdue sets how
+        // far apart its polls are.
+        if let (Some(at), None) = (next.aim, overdue) {
+            let aim = Aim {
+                submitted_ms,
+                at,
+                outlived: false,
+            };
+            self.polls.aims.insert(call.clone(), aim);
+        }
+        self.agenda
+            .push_timer(Instant::now(), next.delay, Wakeup::Call(call, ticket));
     }
 
     /// Plan the first poll of every deferred stage whose planner now knows when.

@@ -13,7 +13,7 @@ use crate::job::{Event, JobError, JobId, JobState};
 use crate::now_ms;
 use crate::run::dispatch::agenda::{Call, Ticket, Wakeup};
 use crate::run::dispatch::{
-    Dispatcher, Key, Request, RunError, SYSTEMIC_REJECTIONS, StopReason, draw, since_ms,
+    Dispatcher, Key, Request, RunError, SYSTEMIC_REJECTIONS, StopReason, since_ms,
 };
 use crate::run::policy::{Decision, Stage, ambiguous_text, attempt_error};
 
@@ -213,7 +213,12 @@ impl Dispatcher<'_> {
                 .render
                 .first_poll_found(!task.status.is_running(), wanted);
         }
-        let elapsed = since_ms(job.times.submitted_ms);
+        let submitted_ms = job.times.submitted_ms;
+        let elapsed = since_ms(submitted_ms);
+        let call = Call::TaskDetail(job_id.clone());
+        if !task.status.is_running() {
+            self.poll_found_finished(&call, submitted_ms);
+        }
         match (task.status, task.output_url) {
             (RemoteStatus::Completed, Some(url)) => {
                 drop(ticket);
@@ -250,12 +255,7 @@ impl Dispatcher<'_> {
                     self.polls.render.observe_running(elapsed, task.progress);
                     self.release_deferred();
                 }
-                let delay = self.polls.render.next_delay(elapsed, task.progress, draw());
-                self.agenda.push_timer(
-                    Instant::now(),
-                    delay,
-                    Wakeup::Call(Call::TaskDetail(job_id), ticket),
-                );
+                self.poll_again(call, submitted_ms, task.progress, ticket);
             }
         }
         Ok(())

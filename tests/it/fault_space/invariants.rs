@@ -12,7 +12,7 @@ use headswap_batch::simulator::{Stats, output_content};
 use super::world::{Expected, Family, World};
 
 /// `--poll-min`'s default: no stage is polled again sooner unless its last call failed.
-pub const POLL_MIN: Duration = Duration::from_secs(2);
+pub const POLL_MIN: Duration = Duration::from_millis(500);
 
 /// The API calls the simulator counted (token calls included; with an API key there are
 /// none).

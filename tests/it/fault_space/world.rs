@@ -6,7 +6,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use headswap_batch::simulator::{OutageWindow, SimKnobs, ThrottleMode};
+use clap::ValueEnum;
+use headswap_batch::simulator::{OutageWindow, ProgressCurve, SimKnobs, ThrottleMode};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -182,6 +183,14 @@ impl World {
                 format_duration(knobs.cdn_clock_ahead)
             ),
             format!("--output-bytes {}", knobs.output_bytes),
+            format!(
+                "--progress {}",
+                knobs
+                    .progress
+                    .to_possible_value()
+                    .expect("every curve has a name")
+                    .get_name()
+            ),
             format!("--seed {}", knobs.seed),
         ];
         args.push(format!(
@@ -241,6 +250,17 @@ pub fn world_seed(base: u64, index: u64) -> u64 {
     splitmix(base ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
+/// How the service reports progress: as the time elapsed half the time, else no progress at
+/// all, progress that stalls at 99 %, or in quarters.
+fn progress_curve() -> impl Strategy<Value = ProgressCurve> {
+    prop_oneof![
+        3 => Just(ProgressCurve::Linear),
+        1 => Just(ProgressCurve::None),
+        1 => Just(ProgressCurve::Stalls),
+        1 => Just(ProgressCurve::Steps),
+    ]
+}
+
 /// Worlds of any fault mix.
 fn fault_world() -> impl Strategy<Value = World> {
     let times = (
@@ -265,6 +285,7 @@ fn fault_world() -> impl Strategy<Value = World> {
         any::<bool>(),
         prop_oneof![Just(0.0), 0.0..500.0f64],
         log_ms(8.0 * 1024.0, 512.0 * 1024.0),
+        progress_curve(),
     );
     let throttling = (
         proptest::option::weighted(0.4, service_rate()),
@@ -282,7 +303,7 @@ fn fault_world() -> impl Strategy<Value = World> {
         |(times, faults, links, throttling, outages, run, (videos, jobs))| {
             let (analysis_ms, render_ms, jitter, heavy_tail, latency_ms, latency_on) = times;
             let (error, http_error, status, reset, lost, truncate, unknown) = faults;
-            let (ttl_ms, rounding, cdn_ms, output_bytes) = links;
+            let (ttl_ms, rounding, cdn_ms, output_bytes, progress) = links;
             let (concurrency, rate, first, seed) = run;
             let (rate_limit, throttle, throttle_window) = throttling;
             let outages = outage_windows(&outages);
@@ -335,6 +356,7 @@ fn fault_world() -> impl Strategy<Value = World> {
                 },
                 cdn_clock_ahead: cdn,
                 output_bytes: output_bytes as u64,
+                progress,
                 rate_limit,
                 throttle,
                 outages,
