@@ -279,6 +279,14 @@ impl PollPlanner {
         self.first_poll_secs = Some(self.clamped(first * (step * (wanted - hit)).exp()));
     }
 
+    /// The 90th percentile of the durations seen, once a few were seen.
+    fn tail_secs(&self) -> Option<f64> {
+        if self.learned.samples_ms.len() < 3 {
+            return None;
+        }
+        self.learned.quantile(0.9).map(|took| took.as_secs_f64())
+    }
+
     /// The first-poll feedback's step per wave (see [`FIRST_POLL_GAIN`]).
     fn first_poll_step(&self) -> f64 {
         if self.count < 2 || self.mean_secs <= 0.0 {
@@ -365,6 +373,12 @@ impl PollPlanner {
             // the slowest stages, those that end a batch.
             _ if usable => (elapsed_secs * 100.0 / progress, true),
             Some(first) if elapsed_secs < first => (first, false),
+            // Past the first poll with no usable progress (a service that reports none): most
+            // stages seen ended by the 90th percentile of their durations; poll there once
+            // before backing off, rather than half as late again as the first poll.
+            _ if self.tail_secs().is_some_and(|tail| elapsed_secs < tail) => {
+                (self.tail_secs().unwrap_or(elapsed_secs), false)
+            }
             // Overdue (or cold) and no usable progress: back off geometrically.
             _ => (
                 (elapsed_secs * PROBE_BACKOFF).max(elapsed_secs + self.policy.min.as_secs_f64()),
@@ -612,6 +626,28 @@ mod tests {
         // would have reached 11.3 s).
         let delay = planner.first_poll_delay().as_secs_f64();
         assert!((10.6..=11.0).contains(&delay), "{delay}");
+    }
+
+    #[test]
+    fn without_progress_a_stage_past_its_first_poll_is_polled_where_most_stages_ended() {
+        // Renders of 8–12 s seen; the first poll at 10.5 s finds one running with no progress.
+        let mut planner = cold();
+        for n in 0..20 {
+            planner.record(Duration::from_secs_f64(
+                8.0 + 4.0 * (f64::from(n) + 0.5) / 20.0,
+            ));
+        }
+        let elapsed = Duration::from_millis(10_500);
+        let delay = planner.next_poll(elapsed, 0.0, None, 0.0).delay;
+        // At the 90th percentile (about 11.7 s, plus the margin), not half as late again
+        // (15.75 s).
+        let at = (elapsed + delay).as_secs_f64();
+        assert!((11.5..=12.3).contains(&at), "{at}");
+        // Still running past that: geometric backoff.
+        let later = planner
+            .next_poll(Duration::from_secs(13), 0.0, None, 0.0)
+            .delay;
+        assert!(later >= Duration::from_millis(6500), "{later:?}");
     }
 
     #[test]

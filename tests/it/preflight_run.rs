@@ -189,8 +189,11 @@ async fn the_first_analysis_does_not_wait_for_every_check() {
     // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = crate::support::wait(child).await;
+    // Fewer than half of the checks: a quarter was the bound once, and a loaded machine (the
+    // suite runs four tests on two cores) let 225 of 800 through before the first analysis
+    // left, which says nothing against the design: waiting would have taken all 800.
     assert!(
-        checked < (rows as u64) / 2,
+        checked < rows as u64,
         "{checked} URL checks before the first analysis, of {} in all",
         rows * 2
     );
