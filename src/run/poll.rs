@@ -376,14 +376,16 @@ impl PollPlanner {
             // Past the first poll with no usable progress (a service that reports none): most
             // stages seen ended by the 90th percentile of their durations; poll there once
             // before backing off, rather than half as late again as the first poll.
-            _ if self.tail_secs().is_some_and(|tail| elapsed_secs < tail) => {
-                (self.tail_secs().unwrap_or(elapsed_secs), false)
-            }
-            // Overdue (or cold) and no usable progress: back off geometrically.
-            _ => (
-                (elapsed_secs * PROBE_BACKOFF).max(elapsed_secs + self.policy.min.as_secs_f64()),
-                false,
-            ),
+            // Past that too, or cold: back off geometrically. (The percentile sorts the
+            // samples: taken only here, once.)
+            _ => match self.tail_secs().filter(|tail| elapsed_secs < *tail) {
+                Some(tail) => (tail, false),
+                None => (
+                    (elapsed_secs * PROBE_BACKOFF)
+                        .max(elapsed_secs + self.policy.min.as_secs_f64()),
+                    false,
+                ),
+            },
         };
         let remaining = (expected_total - elapsed_secs).max(0.0);
         // After the first poll, land slightly after the predicted completion rather than

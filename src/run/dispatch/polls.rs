@@ -149,12 +149,8 @@ impl Dispatcher<'_> {
     /// A stage was accepted by the service: plan its first poll (`call`), or defer it until
     /// its planner knows when.
     pub(super) fn schedule_first_poll(&mut self, call: Call, ticket: Option<Ticket>) {
-        let planner = match call {
-            Call::AnalysisDetail(_) => &mut self.polls.analysis,
-            _ => &mut self.polls.render,
-        };
         let now = Instant::now();
-        let first_poll = planner.first_poll();
+        let first_poll = self.polls.planner_mut(&call).first_poll();
         // An analysis gates every job on its video: its lateness idles the slots they wait
         // for. With requests to spare, it is polled early and its progress aims the next poll
         // at its completion, one request more per video.
